@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from lekutils.errors import DataError
+from lekutils.jsonl import JsonlStore, atomic_write_json, read_jsonl
+
+
+def test_read_jsonl_reports_all_bad_lines(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n{bad\n\n[1]\n{"b": 2}\n')
+    with pytest.raises(DataError) as ei:
+        read_jsonl(p)
+    msg = str(ei.value)
+    assert "x.jsonl" in msg and "line 2" in msg and "line 4" in msg
+
+
+def test_store_repairs_torn_tail_and_skips_known_keys(tmp_path):
+    p = tmp_path / "s.jsonl"
+    s = JsonlStore(p, key=lambda r: r["id"])
+    assert s.extend([{"id": 1}, {"id": 2}]) == 2
+    with p.open("ab") as fh:
+        fh.write(b'{"id": 3, "te')  # a write torn by kill -9
+    s2 = JsonlStore(p, key=lambda r: r["id"])
+    assert s2.keys == {1, 2} and s2.repaired_bytes > 0
+    assert not s2.append({"id": 2})
+    assert s2.append({"id": 3})
+    assert [json.loads(x)["id"] for x in p.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_store_keeps_complete_record_without_newline(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"id": 1}\n{"id": 2}')
+    s = JsonlStore(p, key=lambda r: r["id"])
+    assert s.keys == {1, 2}
+    s.append({"id": 3})
+    assert len(read_jsonl(p)) == 3
+
+
+def test_atomic_write_leaves_no_temp(tmp_path):
+    atomic_write_json(tmp_path / "a" / "m.json", {"x": 1})
+    assert [f.name for f in (tmp_path / "a").iterdir()] == ["m.json"]
