@@ -8,16 +8,21 @@ from pathlib import Path
 import pytest
 
 from lekutils.blas import reexec_with_fast_blas
-
-reexec_with_fast_blas()
+from lekutils.paths import upstream_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def upstream_dir() -> Path:
-    """The upstream reference folder: $LEK_UPSTREAM, else ../shared/upstream beside the repo."""
-    env = os.environ.get("LEK_UPSTREAM")
-    return Path(env) if env else ROOT.parent / "shared" / "upstream"
+def pytest_configure(config: pytest.Config) -> None:
+    """Re-exec the test session once with OpenBLAS preloaded (Linux; see lekutils.blas)."""
+    if config.pluginmanager.hasplugin("xdist") and os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        capman.stop_global_capturing()  # give the new process the real stdout/stderr
+    reexec_with_fast_blas()
+    if capman is not None:
+        capman.start_global_capturing()
 
 
 @pytest.fixture(scope="session")
