@@ -1,0 +1,282 @@
+"""Turn a distillation record file into mlx-lm training data.
+
+The steps, in order: read the kept (``type: "training"``) lines of a ``raw.jsonl`` (ours or
+upstream's self-distillation output), dedup per probe (``best`` / ``all`` / ``first``, as upstream's
+extract step), drop near-duplicate responses across the whole set (MinHash LSH from ``datasketch``
+proposes candidates, exact Jaccard on word shingles confirms them), drop examples a reviewer
+rejected, and split the rest 90/10 into ``train.jsonl`` / ``valid.jsonl`` in mlx-lm's chat format
+(``{"messages": [...]}``), which ``mlx_lm.tuner.datasets.load_dataset`` reads directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lekutils.errors import DataError, Problem
+from lekutils.jsonl import atomic_write_jsonl, iter_jsonl
+
+log = logging.getLogger(__name__)
+
+DEDUP_MODES = ("best", "all", "first")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One kept training example: the user prompt (without kernel) and the answer."""
+
+    probe_id: str
+    sample_idx: int
+    category: str
+    prompt: str
+    response: str
+    lek_score: float
+    group: str  # the probe a rephrasing came from (split keeps a group on one side)
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.probe_id, self.sample_idx)
+
+    def chat(self) -> dict[str, list[dict[str, str]]]:
+        """The mlx-lm chat-format line for this example."""
+        return {"messages": [{"role": "user", "content": self.prompt},
+                             {"role": "assistant", "content": self.response}]}
+
+
+def example_from_record(rec: Mapping[str, Any], *, path: object = "<records>", line: int | None = None) -> Example:
+    """Build an :class:`Example` from a ``type: "training"`` record (ours or upstream's)."""
+    problems: list[Problem] = []
+    meta = rec.get("meta")
+    training = rec.get("training")
+    if not isinstance(meta, dict):
+        problems.append(Problem("missing or not an object", line=line, field="meta"))
+        meta = {}
+    msgs = training.get("messages") if isinstance(training, dict) else None
+    user = assistant = None
+    if isinstance(msgs, list):
+        for m in msgs:
+            if isinstance(m, dict) and m.get("role") == "user" and user is None:
+                user = m.get("content")
+            elif isinstance(m, dict) and m.get("role") == "assistant":
+                assistant = m.get("content")
+    if not isinstance(user, str) or not isinstance(assistant, str):
+        problems.append(Problem("needs a user and an assistant message with string content", line=line,
+                                field="training.messages"))
+    for name in ("probe_id", "lek_score"):
+        if name not in meta:
+            problems.append(Problem("missing", line=line, field=f"meta.{name}"))
+    if problems:
+        raise DataError(path, problems)
+    probe_id = str(meta["probe_id"])
+    return Example(
+        probe_id=probe_id,
+        sample_idx=int(meta.get("sample_idx", 0)),
+        category=str(meta.get("category") or "uncategorised"),
+        prompt=user,  # type: ignore[arg-type]
+        response=assistant,  # type: ignore[arg-type]
+        lek_score=float(meta["lek_score"]),
+        group=str(meta.get("source_probe") or probe_id),
+        meta=dict(meta),
+    )
+
+
+def load_examples(path: str | os.PathLike[str]) -> list[Example]:
+    """Read the kept examples of a distillation file; all bad lines are reported in one error."""
+    out: list[Example] = []
+    problems: list[Problem] = []
+    for n, rec in iter_jsonl(path):
+        if rec.get("type") != "training":
+            continue
+        try:
+            out.append(example_from_record(rec, path=path, line=n))
+        except DataError as e:
+            problems.extend(e.problems)
+    if problems:
+        raise DataError(path, problems)
+    return out
+
+
+def dedup_per_probe(examples: Sequence[Example], mode: str = "best") -> list[Example]:
+    """Keep the highest-scoring (``best``), the first (``first``) or every (``all``) example per probe.
+
+    ``first`` means the lowest sample index; ties in ``best`` go to the lower sample index.
+    The result is sorted by (probe_id, sample_idx).
+    """
+    if mode not in DEDUP_MODES:
+        raise ValueError(f"dedup mode must be one of {DEDUP_MODES}, got {mode!r}")
+    if mode == "all":
+        return sorted(examples, key=lambda e: e.key)
+    by_probe: dict[str, list[Example]] = defaultdict(list)
+    for e in examples:
+        by_probe[e.probe_id].append(e)
+    pick = (lambda es: min(es, key=lambda e: (-e.lek_score, e.sample_idx))) if mode == "best" else (
+        lambda es: min(es, key=lambda e: e.sample_idx))
+    return sorted((pick(es) for es in by_probe.values()), key=lambda e: e.key)
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def shingles(text: str, k: int = 3) -> set[str]:
+    """Word ``k``-shingles of the lower-cased text (punctuation ignored); short texts give one shingle."""
+    words = _WORD.findall(text.lower())
+    if len(words) < k:
+        return {" ".join(words)} if words else set()
+    return {" ".join(words[i:i + k]) for i in range(len(words) - k + 1)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """Exact Jaccard similarity of two sets (1.0 for two empty sets)."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """An example dropped because it nearly repeats a kept one."""
+
+    dropped: tuple[str, int]
+    kept: tuple[str, int]
+    jaccard: float
+
+
+def remove_near_duplicates(examples: Sequence[Example], *, threshold: float = 0.7, k: int = 3,
+                           num_perm: int = 128, seed: int = 1) -> tuple[list[Example], list[NearDuplicate]]:
+    """Drop responses whose shingle Jaccard with an already kept response is >= ``threshold``.
+
+    Examples are visited best score first (ties: key order), so of a near-duplicate pair the
+    better one stays. LSH only proposes candidates; a pair counts only if its exact Jaccard
+    reaches the threshold. Returns (kept in input order, dropped pairs).
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    sets: dict[int, set[str]] = {}
+    kept_idx: set[int] = set()
+    dropped: list[NearDuplicate] = []
+    order = sorted(range(len(examples)), key=lambda i: (-examples[i].lek_score, examples[i].key))
+    for i in order:
+        sh = shingles(examples[i].response, k)
+        sets[i] = sh
+        mh = MinHash(num_perm=num_perm, seed=seed)
+        for s in sorted(sh):
+            mh.update(s.encode("utf-8"))
+        best: tuple[float, int] | None = None
+        for cand in lsh.query(mh):
+            j = jaccard(sh, sets[int(cand)])
+            if j >= threshold and (best is None or j > best[0]):
+                best = (j, int(cand))
+        if best is not None:
+            dropped.append(NearDuplicate(examples[i].key, examples[best[1]].key, round(best[0], 4)))
+            continue
+        lsh.insert(str(i), mh)
+        kept_idx.add(i)
+    return [e for i, e in enumerate(examples) if i in kept_idx], dropped
+
+
+def category_stats(examples: Iterable[Example]) -> pd.DataFrame:
+    """Per-category count, mean, min and max ``lek_score`` (plus an ``ALL`` row)."""
+    rows = [{"category": e.category, "lek_score": e.lek_score} for e in examples]
+    cols = ["category", "count", "mean", "min", "max"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    g = df.groupby("category")["lek_score"].agg(["count", "mean", "min", "max"]).reset_index()
+    total = pd.DataFrame([{"category": "ALL", "count": len(df), "mean": df.lek_score.mean(),
+                           "min": df.lek_score.min(), "max": df.lek_score.max()}])
+    out = pd.concat([g, total], ignore_index=True)[cols]
+    out["mean"] = out["mean"].round(2)
+    return out
+
+
+def split_train_valid(examples: Sequence[Example], *, valid_fraction: float = 0.1,
+                      seed: int = 0) -> tuple[list[Example], list[Example]]:
+    """Seeded train/valid split; at least one valid example whenever there are two or more.
+
+    Whole groups (a probe and its rephrasings) go to one side when there are two groups or
+    more, so validation prompts are unseen in training; with a single group examples are split.
+    Both lists keep the input order.
+    """
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    n = len(examples)
+    if n < 2:
+        return list(examples), []
+    target = min(n - 1, max(1, round(n * valid_fraction)))
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(examples):
+        groups[e.group].append(i)
+    valid_idx: set[int] = set()
+    if len(groups) >= 2:
+        names = sorted(groups)
+        rng.shuffle(names)
+        for g in names:
+            if len(valid_idx) >= target:
+                break
+            if len(valid_idx) + len(groups[g]) > n - 1:  # never leave training empty
+                continue
+            valid_idx.update(groups[g])
+    if not valid_idx:
+        valid_idx = set(rng.sample(range(n), target))
+    return ([e for i, e in enumerate(examples) if i not in valid_idx],
+            [e for i, e in enumerate(examples) if i in valid_idx])
+
+
+@dataclass
+class ExtractResult:
+    """What :func:`extract` did: counts per step, dropped keys, statistics, output paths."""
+
+    loaded: int
+    after_dedup: int
+    near_duplicates: list[NearDuplicate]
+    rejected_in_review: list[tuple[str, int]]
+    train: list[Example]
+    valid: list[Example]
+    stats: pd.DataFrame
+    train_path: Path
+    valid_path: Path
+
+    def counts(self) -> dict[str, int]:
+        return {"loaded": self.loaded, "after_dedup": self.after_dedup,
+                "near_duplicates": len(self.near_duplicates), "rejected_in_review": len(self.rejected_in_review),
+                "train": len(self.train), "valid": len(self.valid)}
+
+
+def extract(raw_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, dedup: str = "best",
+            near_dup_threshold: float = 0.7, shingle_k: int = 3, rejected: Iterable[tuple[str, int]] = (),
+            valid_fraction: float = 0.1, seed: int = 0) -> ExtractResult:
+    """Run dedup -> near-dup -> review rejections -> split; write ``train.jsonl`` / ``valid.jsonl``.
+
+    ``rejected`` holds the (probe_id, sample_idx) keys a reviewer rejected
+    (see :func:`lekutils.review.rejected_keys`). Raises ``ValueError`` when nothing is left to train on.
+    """
+    examples = load_examples(raw_path)
+    deduped = dedup_per_probe(examples, dedup)
+    unique, dups = remove_near_duplicates(deduped, threshold=near_dup_threshold, k=shingle_k, seed=seed + 1)
+    rejected_set = set(rejected)
+    reviewed = [e for e in unique if e.key not in rejected_set]
+    dropped_review = [e.key for e in unique if e.key in rejected_set]
+    if not reviewed:
+        raise ValueError(f"{raw_path}: no training examples left (kept {len(examples)}, after dedup "
+                         f"{len(deduped)}, near-duplicates {len(dups)}, rejected in review {len(dropped_review)})")
+    train, valid = split_train_valid(reviewed, valid_fraction=valid_fraction, seed=seed)
+    out = Path(out_dir)
+    train_path = atomic_write_jsonl(out / "train.jsonl", [e.chat() for e in train])
+    valid_path = atomic_write_jsonl(out / "valid.jsonl", [e.chat() for e in valid])
+    log.info("extracted %d train / %d valid examples from %s", len(train), len(valid), raw_path)
+    return ExtractResult(len(examples), len(deduped), dups, dropped_review, train, valid,
+                         category_stats(reviewed), train_path, valid_path)

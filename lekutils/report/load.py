@@ -1,0 +1,413 @@
+"""Load A/B result files (ours and upstream) into one long table, re-scoring v1 records with v2.
+
+One row per (file, probe, condition). Upstream P20 files store **v1** heuristics (no content-signal
+keys): their responses are re-scored with the canonical v2 scorer and the stored v1 number is kept
+in ``stored_v1``. Records whose heuristic carries all 14 v2 signals (upstream P100, ours) keep
+their stored values.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from lekutils.errors import DataError, Problem
+from lekutils.jsonl import read_jsonl
+from lekutils.paths import REPO_ROOT, upstream_dir
+
+log = logging.getLogger(__name__)
+
+#: The 14 v2 signals in accumulation order (mirrors ``lekutils.scoring.SIGNALS``; see the spec).
+V2_SIGNALS: tuple[str, ...] = (
+    "compliance_markers", "formulaic_preamble", "degeneration", "empty_broken", "first_person",
+    "creative_form", "engagement_depth", "emotional_register", "nuance", "specificity",
+    "axiom_resonance", "perspective_taking", "metaphor", "questioning",
+)
+
+MODEL_COLUMNS = ("model", "model_id", "family", "version", "size", "size_b", "tuned", "base_model", "adapter")
+
+
+def signals() -> tuple[str, ...]:
+    """The scorer's signal names (``lekutils.scoring.SIGNALS`` when importable)."""
+    try:
+        from lekutils.scoring import SIGNALS
+    except ImportError:
+        return V2_SIGNALS
+    return tuple(SIGNALS)
+
+
+def is_v1_heuristic(heuristic: Mapping[str, Any] | None) -> bool:
+    """True when a stored heuristic dict predates v2 (it lacks some of the 14 v2 signal keys)."""
+    if not heuristic:
+        return True
+    return not all(k in heuristic for k in V2_SIGNALS)
+
+
+def score_texts(texts: Sequence[str], scorer: str = "v2") -> pd.DataFrame:
+    """Score texts with ``lekutils.scoring.score_many`` (one column per signal + ``lek_score``)."""
+    from lekutils.scoring import score_many
+
+    if not texts:
+        return pd.DataFrame(columns=[*signals(), "lek_score"])
+    return score_many(list(texts), scorer=scorer).reset_index(drop=True)
+
+
+def read_probe_records(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Probe records and the summary line (or None) of one A/B file.
+
+    The probe records come from ``lekutils.abtest.load_ab`` when that module is present, else
+    from the raw JSONL filtered on ``type == "probe"``.
+    """
+    raw = read_jsonl(path)
+    summary = next((r for r in raw if r.get("type") == "summary"), None)
+    try:
+        from lekutils.abtest import load_ab
+    except ImportError:
+        records = [r for r in raw if r.get("type", "probe") == "probe"]
+    else:
+        records = list(load_ab(path))
+    return records, summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+
+
+def resolve_paths(
+    patterns: str | Iterable[str],
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    upstream: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> list[Path]:
+    """Expand ``{run_dir}`` / ``{upstream}`` placeholders and globs into a sorted, de-duplicated list.
+
+    Relative paths are taken from ``root`` (default: the current directory). A pattern using
+    ``{upstream}`` where the upstream folder does not exist is skipped with a log message; any
+    other pattern that matches nothing is logged too.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    up = Path(upstream) if upstream is not None else upstream_dir()
+    base = Path(root) if root is not None else Path.cwd()
+    out: list[Path] = []
+    for pat in patterns:
+        if "{upstream}" in pat and not up.is_dir():
+            log.info("upstream folder %s not found: skipping %s", up, pat)
+            continue
+        expanded = pat.replace("{upstream}", str(up)).replace("{run_dir}", str(run_dir or "runs/smoke"))
+        p = Path(expanded).expanduser()
+        if not p.is_absolute():
+            p = base / p
+        hits = sorted(Path(h) for h in glob.glob(str(p))) if glob.has_magic(str(p)) else ([p] if p.exists() else [])
+        if not hits:
+            log.warning("no file matches %s", pat)
+        out.extend(h.resolve() for h in hits if h.is_file())
+    seen: set[Path] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Models table
+
+
+@dataclass
+class ModelInfo:
+    """Display metadata of one model (a row of ``params/models.yaml``)."""
+
+    id: str
+    display: str
+    family: str = "unknown"
+    version: str = ""
+    size: str = ""
+    size_b: float = float("nan")
+    tuned: bool = False
+    base: str | None = None
+    match: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelTable:
+    """Maps model ids / file names to :class:`ModelInfo`; maps file names to probe-set names."""
+
+    models: list[ModelInfo] = field(default_factory=list)
+    probe_sets: list[tuple[str, str]] = field(default_factory=list)  # (file glob, set name)
+
+    def lookup(self, model_id: str, file_stem: str = "") -> ModelInfo:
+        """The entry whose id or ``match`` list names ``model_id``, its basename or the file stem."""
+        keys = {model_id, model_id.rstrip("/").rsplit("/", 1)[-1], file_stem}
+        for m in self.models:
+            if keys & ({m.id, *m.match} - {""}):
+                return m
+        short = model_id.rstrip("/").rsplit("/", 1)[-1] or file_stem
+        return ModelInfo(id=model_id, display=short)
+
+    def by_id(self, model_id: str) -> ModelInfo | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+    def probe_set_for(self, file_name: str) -> str | None:
+        for pattern, name in self.probe_sets:
+            if fnmatch.fnmatch(file_name, pattern):
+                return name
+        return None
+
+
+def load_models(path: str | os.PathLike[str] | None = None) -> ModelTable:
+    """Read the models table (default ``params/models.yaml``); errors name the entry and field."""
+    path = Path(path) if path is not None else REPO_ROOT / "params" / "models.yaml"
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DataError(path, Problem(f"invalid YAML: {e}", line=mark.line + 1 if mark else None)) from e
+    problems: list[Problem] = []
+    models: list[ModelInfo] = []
+    for i, entry in enumerate(doc.get("models") or []):
+        if not isinstance(entry, dict) or not entry.get("id") or not entry.get("display"):
+            problems.append(Problem(f"models[{i}] needs 'id' and 'display'", field=f"models[{i}]"))
+            continue
+        try:
+            models.append(
+                ModelInfo(
+                    id=str(entry["id"]),
+                    display=str(entry["display"]),
+                    family=str(entry.get("family", "unknown")),
+                    version=str(entry.get("version", "")),
+                    size=str(entry.get("size", "")),
+                    size_b=float(entry.get("size_b", float("nan"))),
+                    tuned=bool(entry.get("tuned", False)),
+                    base=entry.get("base"),
+                    match=[str(x) for x in entry.get("match") or []],
+                )
+            )
+        except (TypeError, ValueError) as e:
+            problems.append(Problem(str(e), field=f"models[{i}]"))
+    sets: list[tuple[str, str]] = []
+    for i, entry in enumerate(doc.get("probe_sets") or []):
+        if not isinstance(entry, dict) or "file" not in entry or "name" not in entry:
+            problems.append(Problem("needs 'file' (a glob) and 'name'", field=f"probe_sets[{i}]"))
+            continue
+        sets.append((str(entry["file"]), str(entry["name"])))
+    if problems:
+        raise DataError(path, problems)
+    return ModelTable(models, sets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records -> rows
+
+
+def _model_id(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("spec") or value.get("id") or value.get("path")
+    return str(value) if value else None
+
+
+def _adapter_label(adapter: Any) -> str | None:
+    if not adapter:
+        return None
+    a = _model_id(adapter) or ""
+    parts = [p for p in Path(a).parts if p not in ("/", "")]
+    if parts and parts[-1] in ("adapters.safetensors", "adapter", "final") and len(parts) > 1:
+        parts = parts[:-1]
+    return parts[-1] if parts else None
+
+
+def _conditions(rec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(condition name, condition payload) pairs of a nested (upstream) or flat record."""
+    conds = rec.get("conditions")
+    if isinstance(conds, dict):
+        return [(str(k), v) for k, v in conds.items() if isinstance(v, dict)]
+    if "condition" in rec:
+        return [(str(rec["condition"]), rec)]
+    return []
+
+
+def _rows_of_file(path: Path, table: ModelTable) -> tuple[list[dict[str, Any]], list[Problem]]:
+    records, summary = read_probe_records(path)
+    summary = summary or {}
+    stem = path.name.removesuffix(".jsonl")
+    rows: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    probe_ids = {str(r.get("id")) for r in records}
+    default_set = (
+        summary.get("probe_set")
+        or table.probe_set_for(path.name)
+        or f"P{len(probe_ids)}"
+    )
+    for n, rec in enumerate(records, start=1):
+        pid = rec.get("id") or rec.get("probe_id")
+        if not pid:
+            problems.append(Problem("probe record without 'id'", line=n, field="id"))
+            continue
+        model_id = _model_id(rec.get("model")) or _model_id(summary.get("model")) or stem
+        adapter = _adapter_label(rec.get("adapter") or summary.get("adapter"))
+        info = table.lookup(model_id, stem)
+        conds = _conditions(rec)
+        if not conds:
+            problems.append(Problem(f"probe {pid}: no 'conditions'", line=n, field="conditions"))
+        for cond, payload in conds:
+            text = payload.get("response")
+            if not isinstance(text, str):
+                problems.append(Problem(f"probe {pid}/{cond}: 'response' is not a string", line=n, field="response"))
+                continue
+            heur = payload.get("heuristic") or payload.get("signals") or {}
+            scorer = payload.get("scorer") or rec.get("scorer") or summary.get("scorer")
+            stored_scorer = str(scorer) if scorer else ("v1" if is_v1_heuristic(heur) else "v2")
+            stored = payload.get("lek_score", heur.get("lek_score"))
+            row: dict[str, Any] = {
+                "source_file": path.name,
+                "probe_set": str(rec.get("probe_set") or default_set),
+                "model": info.display if not adapter else f"{info.display}+{adapter}",
+                "model_id": model_id if not adapter else f"{model_id}+{adapter}",
+                "family": info.family,
+                "version": info.version,
+                "size": info.size,
+                "size_b": info.size_b,
+                "tuned": info.tuned or adapter is not None,
+                "base_model": (info.base if not adapter else model_id),
+                "adapter": adapter,
+                "condition": cond,
+                "probe_id": str(pid),
+                "category": str(rec.get("category") or rec.get("domain") or "unknown"),
+                "stored_scorer": stored_scorer,
+                "stored_score": float(stored) if stored is not None else float("nan"),
+                "response": text,
+                "prompt": rec.get("prompt", ""),
+                "chars": int(payload.get("chars", len(text))),
+                "_heuristic": heur,
+            }
+            rows.append(row)
+    return rows, problems
+
+
+def load_results(
+    patterns: str | Iterable[str | os.PathLike[str]],
+    *,
+    models: ModelTable | str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    upstream: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    scorer: str = "v2",
+) -> pd.DataFrame:
+    """Load A/B files (paths or globs, ``{run_dir}``/``{upstream}`` placeholders) into a long table.
+
+    Columns: source_file, probe_set, model (display name), model_id, family, version, size,
+    size_b, tuned, base_model, adapter, condition, probe_id, category, score (v2), the 14 signals,
+    chars, stored_scorer, stored_score, stored_v1 (the stored v1 number, else NaN), rescored,
+    response, prompt. Records not stored as ``scorer`` are re-scored with it.
+    """
+    if isinstance(patterns, (str, os.PathLike)):
+        patterns = [patterns]
+    table = models if isinstance(models, ModelTable) else load_models(models)
+    paths = resolve_paths([str(p) for p in patterns], run_dir=run_dir, upstream=upstream, root=root)
+    if not paths:
+        raise DataError(", ".join(str(p) for p in patterns), "no A/B result file matches these paths")
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        file_rows, problems = _rows_of_file(path, table)
+        if problems:
+            raise DataError(path, problems)
+        rows.extend(file_rows)
+    sig = signals()
+    if not rows:
+        return pd.DataFrame(columns=_column_order(sig))
+    rescore_idx = [i for i, r in enumerate(rows) if r["stored_scorer"] != scorer or is_v1_heuristic(r["_heuristic"])]
+    fresh = score_texts([rows[i]["response"] for i in rescore_idx], scorer=scorer)
+    fresh_rows = fresh.to_dict("records")
+    for j, i in enumerate(rescore_idx):
+        r = rows[i]
+        r.update({k: fresh_rows[j][k] for k in sig})
+        r["score"] = float(fresh_rows[j]["lek_score"])
+        r["rescored"] = True
+    todo = set(rescore_idx)
+    for i, r in enumerate(rows):
+        heur = r.pop("_heuristic")
+        if i not in todo:
+            r.update({k: heur.get(k) for k in sig})
+            r["score"] = r["stored_score"]
+            r["rescored"] = False
+        r["stored_v1"] = r["stored_score"] if r["stored_scorer"] == "v1" else float("nan")
+    df = pd.DataFrame(rows)[_column_order(sig)]
+    df["condition"] = pd.Categorical(df["condition"], categories=condition_order(df["condition"]), ordered=True)
+    return df.sort_values(["probe_set", "model", "condition", "probe_id"], kind="stable").reset_index(drop=True)
+
+
+def condition_order(conditions: Iterable[str]) -> list[str]:
+    """``baseline`` first, then the other conditions in order of first appearance."""
+    seen: list[str] = []
+    for c in conditions:
+        if c not in seen:
+            seen.append(str(c))
+    return (["baseline"] if "baseline" in seen else []) + [c for c in seen if c != "baseline"]
+
+
+def _column_order(sig: Sequence[str]) -> list[str]:
+    return [
+        "source_file", "probe_set", *MODEL_COLUMNS, "condition", "probe_id", "category", "score", *sig,
+        "chars", "stored_scorer", "stored_score", "stored_v1", "rescored", "response", "prompt",
+    ]
+
+
+def load_gates(patterns: str | Iterable[str], *, run_dir: str | os.PathLike[str] | None = None,
+               root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Gate tables of the training phases (``.../phaseK/gates.json``) as one long table.
+
+    Columns: phase (int, from the folder name), phase_name, gate, value, level, passed, source.
+    Tolerant of shapes: a list of gate dicts or ``{"gates": [...]}``; ``name``/``threshold``/``pass``
+    are accepted for ``gate``/``level``/``passed``. Unreadable entries are errors naming the file.
+    """
+    import json
+    import re
+
+    rows: list[dict[str, Any]] = []
+    for path in resolve_paths(patterns, run_dir=run_dir, root=root):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(path, Problem(f"invalid JSON: {e.msg}", line=e.lineno, column=e.colno)) from e
+        entries = doc.get("gates", doc.get("table")) if isinstance(doc, dict) else doc
+        if not isinstance(entries, list):
+            raise DataError(path, "expected a list of gates (or an object with a 'gates' list)")
+        phase_name = path.parent.name
+        m = re.search(r"(\d+)", phase_name)
+        phase = int(m.group(1)) if m else (doc.get("phase") if isinstance(doc, dict) else None)
+        problems: list[Problem] = []
+        for i, g in enumerate(entries):
+            if not isinstance(g, dict):
+                problems.append(Problem("gate entry is not an object", field=f"[{i}]"))
+                continue
+            name = g.get("gate", g.get("name"))
+            if name is None:
+                problems.append(Problem("gate without a name", field=f"[{i}].gate"))
+                continue
+            passed = g.get("passed", g.get("pass"))
+            rows.append({
+                "phase": phase,
+                "phase_name": phase_name,
+                "gate": str(name),
+                "value": _num(g.get("value")),
+                "level": _num(g.get("level", g.get("threshold"))),
+                "passed": None if passed is None else bool(passed),
+                "source": str(path),
+            })
+        if problems:
+            raise DataError(path, problems)
+    cols = ["phase", "phase_name", "gate", "value", "level", "passed", "source"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["phase", "gate"], kind="stable").reset_index(drop=True)
+
+
+def _num(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
