@@ -438,11 +438,12 @@ class ExecutionFailed(RuntimeError):
     name: str
     output: Path
     cell_index: int | None
+    execution_count: int | None
     source: str
     error: str
 
     def __str__(self) -> str:
-        cell = f"cell {self.cell_index}" if self.cell_index is not None else "a cell"
+        cell = f"cell {self.cell_index} (In [{self.execution_count}])" if self.cell_index is not None else "a cell"
         src = "\n".join("    " + line for line in self.source.strip().splitlines()[:12])
         return (f"notebook '{self.name}' failed in {cell}: {self.error}\n"
                 f"  executed notebook: {self.output}\n  failing cell:\n{src}")
@@ -462,16 +463,17 @@ def execute(ex: Execution, out_dir: Path, *, progress_bar: bool = True, kernel_n
                             cwd=str(REPO_ROOT), progress_bar=progress_bar, log_output=log_output,
                             request_save_on_cell_execute=True)
     except PapermillExecutionError as e:
-        idx, source = None, ""
+        idx, source, count = None, "", None
         try:  # the failing cell is the one holding an error output in the executed copy
             nb = nbformat.read(str(out), as_version=4)
             for i, cell in enumerate(nb.cells):
                 if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
                     idx, source = i, cell.source
+                    count = cell.get("execution_count")
                     break
         except Exception:  # noqa: BLE001 - the error itself is what matters
             pass
-        raise ExecutionFailed(ex.name, out, idx, source, f"{e.ename}: {e.evalue}") from None
+        raise ExecutionFailed(ex.name, out, idx, count, source, f"{e.ename}: {e.evalue}") from None
     return out
 
 
