@@ -1,0 +1,662 @@
+"""LoRA curriculum phases on top of ``mlx_lm.tuner``, with chaining and exact resume.
+
+One phase = :func:`train_phase`: LoRA layers from :func:`mlx_lm.tuner.utils.linear_to_lora_layers`,
+datasets from :mod:`mlx_lm.tuner.datasets`, the loop of :func:`mlx_lm.tuner.trainer.train`. What we
+add around mlx-lm's loop (through its ``training_callback`` and ``iterate_batches`` hooks):
+
+- a metrics JSONL (``metrics.jsonl``, one row per step; validation loss on the steps that validate),
+  written through :class:`lekutils.jsonl.JsonlStore`;
+- step checkpoints in mlx-lm's layout (``0000025_adapters.safetensors``) plus the optimizer state
+  (``0000025_optimizer.safetensors``: ``tree_flatten(optimizer.state)``, which holds Adam's moments,
+  the update counter that drives the learning-rate schedule) and ``0000025_state.json`` (written
+  last: the commit mark of a checkpoint, with the hashes of its two files);
+- resume: a re-run restores the newest complete checkpoint (weights, optimizer state, step), skips
+  the batches already consumed (the batch order comes from a private seeded RNG), re-seeds MLX's
+  RNG exactly as the uninterrupted run did at that step, drops metric rows after the checkpoint and
+  trains the remaining steps — so it ends where an uninterrupted run ends, with the same weights;
+- chaining: phase K loads phase K-1's adapter (every tensor checked) into freshly made LoRA layers,
+  the base stays frozen (the trainable-parameter count is checked), and ``lineage.json`` records
+  the chain of adapters and data hashes.
+
+Step numbers are mlx-lm's iterations (micro-batches); with gradient accumulation the optimizer
+updates every ``grad_accumulation`` steps. Checkpoints fall on update boundaries (a multiple of
+``checkpoint_every`` rounded up to the next multiple of ``grad_accumulation``) and on the last step,
+so no partially accumulated gradient is ever lost on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+import types
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map_with_path
+from mlx_lm.tuner.datasets import CacheDataset, create_dataset
+from mlx_lm.tuner.trainer import TrainingArgs, TrainingCallback, evaluate
+from mlx_lm.tuner.trainer import iterate_batches as mlx_iterate_batches
+from mlx_lm.tuner.trainer import train as mlx_train
+from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
+
+from lekutils.errors import DataError, Problem
+from lekutils.jsonl import JsonlStore, atomic_write_json, atomic_write_jsonl, read_jsonl
+
+log = logging.getLogger(__name__)
+
+ADAPTER_FILE = "adapters.safetensors"
+CONFIG_FILE = "adapter_config.json"
+METRICS_FILE = "metrics.jsonl"
+LINEAGE_FILE = "lineage.json"
+LOG_FILE = "mlx_train.log"
+LORA_LEAVES = ("lora_a", "lora_b")
+_NEVER = 10**12  # "never" for mlx-lm's own eval/save schedule: we drive both from the callback
+
+
+class AdapterError(DataError):
+    """An adapter file that is unreadable or does not fit the model (names file and tensors)."""
+
+
+@dataclass
+class PhaseConfig:
+    """All knobs of one curriculum phase (the 27B values are the curriculum's, see DESIGN.md).
+
+    ``iters`` counts mlx-lm iterations (micro-batches). ``lr_schedule`` is mlx-lm's schedule dict
+    (``{"name": "cosine_decay", "arguments": [1.0e-5, 10, 1.0e-6], "warmup": 2}``); None means a
+    constant ``learning_rate``. ``val_batches=-1`` validates on the whole validation set.
+    """
+
+    phase: int = 0
+    iters: int = 50
+    learning_rate: float = 5.0e-6
+    lr_schedule: dict[str, Any] | None = None
+    rank: int = 16
+    dropout: float = 0.05
+    scale: float = 16.0
+    num_layers: int = 32
+    keys: list[str] | None = None
+    batch_size: int = 1
+    grad_accumulation: int = 8
+    grad_checkpoint: bool = True
+    max_seq_length: int = 4096
+    optimizer: str = "adam"
+    val_every: int = 10
+    val_batches: int = 25
+    checkpoint_every: int = 25
+    mask_prompt: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("iters", "rank", "batch_size", "grad_accumulation", "max_seq_length", "val_every",
+                     "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                problems.append(Problem(f"must be >= 1, got {getattr(self, name)!r}", field=name))
+        if not 0.0 <= float(self.dropout) < 1.0:
+            problems.append(Problem(f"must be in [0, 1), got {self.dropout!r}", field="dropout"))
+        if self.optimizer.lower() not in ("adam", "adamw"):
+            problems.append(Problem(f"unsupported optimizer {self.optimizer!r} (adam, adamw)", field="optimizer"))
+        if self.lr_schedule is not None and "name" not in self.lr_schedule:
+            problems.append(Problem("needs 'name' and 'arguments' (mlx-lm schedule)", field="lr_schedule"))
+        if problems:
+            raise DataError("PhaseConfig", problems)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> PhaseConfig:
+        """Build from a parameter mapping, ignoring keys that are not config fields."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        vals = {k: v for k, v in {**params, **overrides}.items() if k in names}
+        for k in ("learning_rate", "dropout", "scale"):
+            if k in vals:
+                vals[k] = float(vals[k])
+        return cls(**vals)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def lora_parameters(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rank": int(self.rank), "dropout": float(self.dropout), "scale": float(self.scale)}
+        if self.keys:
+            out["keys"] = list(self.keys)
+        return out
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps that save a resumable checkpoint (update boundaries, and the last step)."""
+        acc = int(self.grad_accumulation)
+        steps = set()
+        for k in range(self.checkpoint_every, self.iters + 1, self.checkpoint_every):
+            s = -(-k // acc) * acc
+            if s <= self.iters:
+                steps.add(s)
+        steps.add(int(self.iters))
+        return sorted(steps)
+
+    def val_steps(self) -> list[int]:
+        """Steps after which the validation loss is computed (0 = before training)."""
+        return sorted({0, *range(self.val_every, self.iters + 1, self.val_every), int(self.iters)})
+
+    def mlx_lm_config(self, model: str, data: str, adapter_path: str) -> dict[str, Any]:
+        """The equivalent ``mlx_lm.lora`` YAML config (used for adapter_config.json and the bench)."""
+        return {
+            "model": model, "train": True, "data": data, "fine_tune_type": "lora",
+            "optimizer": self.optimizer.lower(), "num_layers": int(self.num_layers),
+            "batch_size": int(self.batch_size), "iters": int(self.iters), "val_batches": int(self.val_batches),
+            "learning_rate": float(self.learning_rate), "lr_schedule": self.lr_schedule,
+            "steps_per_eval": int(self.val_every), "save_every": int(self.checkpoint_every),
+            "adapter_path": adapter_path, "max_seq_length": int(self.max_seq_length),
+            "grad_checkpoint": bool(self.grad_checkpoint), "grad_accumulation_steps": int(self.grad_accumulation),
+            "lora_parameters": self.lora_parameters(), "mask_prompt": bool(self.mask_prompt), "seed": int(self.seed),
+        }
+
+
+@dataclass
+class PhaseResult:
+    """What :func:`train_phase` returns (also summarised in ``lineage.json``)."""
+
+    adapter_dir: Path
+    steps: int
+    resumed_from: int | None
+    trainable_params: int
+    total_params: int
+    final_train_loss: float | None
+    final_val_loss: float | None
+    train_s: float
+    tokens: int
+    skipped: bool = False
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.train_s if self.train_s > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _save_safetensors_atomic(path: Path, arrays: dict[str, mx.array]) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
+    mx.save_safetensors(str(tmp), arrays)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_chat_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read an mlx-lm chat JSONL file, checking every record's ``messages`` (errors name line, field)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found (expected mlx-lm chat JSONL: {\"messages\": [...]})")
+    records = read_jsonl(path)
+    problems = []
+    for n, rec in enumerate(records, start=1):
+        msgs = rec.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            problems.append(Problem("expected a non-empty list of messages", line=n, field="messages"))
+            continue
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                    or not isinstance(m.get("content"), str):
+                problems.append(Problem("each message needs role in system/user/assistant and a string content",
+                                        line=n, field=f"messages[{i}]"))
+                break
+        else:
+            if msgs[-1]["role"] != "assistant":
+                problems.append(Problem("the last message must be the assistant's", line=n, field="messages"))
+    if not records:
+        problems.append(Problem("no records"))
+    if problems:
+        raise DataError(path, problems)
+    return records
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts (quantized weights counted as stored elements)."""
+    trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    total = sum(v.size for _, v in tree_flatten(model.parameters()))
+    return trainable, total
+
+
+def lora_parameter_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the model's LoRA tensors (``...lora_a`` / ``...lora_b``)."""
+    return {k: tuple(v.shape) for k, v in tree_flatten(model.parameters()) if k.rsplit(".", 1)[-1] in LORA_LEAVES}
+
+
+def apply_lora(model: nn.Module, num_layers: int, lora_parameters: Mapping[str, Any]) -> nn.Module:
+    """Freeze the model and turn its last ``num_layers`` blocks' linears into LoRA layers (mlx-lm)."""
+    n = len(model.layers)
+    if num_layers > n:
+        raise ValueError(f"num_layers={num_layers} but the model has only {n} layers")
+    model.freeze()
+    linear_to_lora_layers(model, num_layers, dict(lora_parameters))
+    return model
+
+
+def check_frozen_base(model: nn.Module) -> int:
+    """Return the trainable count after checking that only LoRA tensors are trainable."""
+    names = [k for k, _ in tree_flatten(model.trainable_parameters())]
+    bad = [k for k in names if k.rsplit(".", 1)[-1] not in LORA_LEAVES]
+    if bad:
+        raise RuntimeError(f"base model not frozen: {len(bad)} non-LoRA trainable tensors, e.g. {bad[:3]}")
+    trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    expected = sum(int(np.prod(s)) for s in lora_parameter_shapes(model).values())
+    if trainable != expected or trainable == 0:
+        raise RuntimeError(f"trainable parameters {trainable} != LoRA parameters {expected}")
+    return trainable
+
+
+def read_adapter_config(adapter_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(adapter_dir) / CONFIG_FILE
+    if not path.exists():
+        raise AdapterError(path, "adapter config not found")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise AdapterError(path, Problem(f"invalid JSON: {e.msg}", line=e.lineno, column=e.colno)) from e
+    problems = [Problem("missing", field=k) for k in ("num_layers", "lora_parameters") if k not in cfg]
+    if cfg.get("fine_tune_type", "lora") != "lora":
+        problems.append(Problem(f"unsupported fine_tune_type {cfg.get('fine_tune_type')!r}", field="fine_tune_type"))
+    if problems:
+        raise AdapterError(path, problems)
+    return cfg
+
+
+def load_adapter_weights(model: nn.Module, weights_file: str | os.PathLike[str]) -> dict[str, mx.array]:
+    """Load LoRA tensors into a model that already has its LoRA layers, checking every tensor.
+
+    Raises :class:`AdapterError` naming the file and each missing, unexpected or misshaped tensor.
+    """
+    path = Path(weights_file)
+    if not path.exists():
+        raise AdapterError(path, "adapter weights not found")
+    try:
+        weights = mx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - mlx raises RuntimeError/ValueError for bad files
+        raise AdapterError(path, f"cannot read safetensors ({type(e).__name__}: {e}); the file is corrupt") from e
+    if not isinstance(weights, dict):
+        raise AdapterError(path, "not a safetensors tensor dictionary")
+    want = lora_parameter_shapes(model)
+    problems = []
+    for name in sorted(set(want) - set(weights)):
+        problems.append(Problem(f"missing tensor (model expects shape {want[name]})", field=name))
+    for name in sorted(set(weights) - set(want)):
+        problems.append(Problem(f"unexpected tensor of shape {tuple(weights[name].shape)} (not a LoRA tensor "
+                                "of this model/config)", field=name))
+    for name in sorted(set(weights) & set(want)):
+        if tuple(weights[name].shape) != want[name]:
+            problems.append(Problem(f"shape {tuple(weights[name].shape)} does not match the model's {want[name]}",
+                                    field=name))
+    if problems:
+        raise AdapterError(path, problems)
+    model.load_weights(list(weights.items()), strict=False)
+    mx.eval(model.parameters())
+    return weights
+
+
+def load_adapter(model: nn.Module, adapter_dir: str | os.PathLike[str]) -> nn.Module:
+    """Checked equivalent of ``mlx_lm.tuner.utils.load_adapters``: LoRA layers from the config, then
+    :func:`load_adapter_weights` (precise errors instead of a generic one)."""
+    cfg = read_adapter_config(adapter_dir)
+    apply_lora(model, int(cfg["num_layers"]), cfg["lora_parameters"])
+    load_adapter_weights(model, Path(adapter_dir) / ADAPTER_FILE)
+    return model
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+def _ckpt_paths(out_dir: Path, step: int) -> tuple[Path, Path, Path]:
+    return (out_dir / f"{step:07d}_{ADAPTER_FILE}", out_dir / f"{step:07d}_optimizer.safetensors",
+            out_dir / f"{step:07d}_state.json")
+
+
+def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: optim.Optimizer,
+                    extra: Mapping[str, Any]) -> Path:
+    """Save weights, optimizer state and a ``state.json`` commit mark for ``step``."""
+    w_path, o_path, s_path = _ckpt_paths(out_dir, step)
+    _save_safetensors_atomic(w_path, dict(tree_flatten(model.trainable_parameters())))
+    ostate = dict(tree_flatten(optimizer.state))
+    if ostate:
+        _save_safetensors_atomic(o_path, ostate)
+    atomic_write_json(s_path, {"step": step, **extra, "adapters": w_path.name,
+                               "adapters_sha256": sha256_file(w_path),
+                               "optimizer": o_path.name if ostate else None,
+                               "optimizer_sha256": sha256_file(o_path) if ostate else None})
+    return s_path
+
+
+def latest_checkpoint(out_dir: Path) -> dict[str, Any] | None:
+    """The newest checkpoint whose ``state.json`` and files are intact (corrupt ones are skipped)."""
+    for s_path in sorted(out_dir.glob("*_state.json"), reverse=True):
+        try:
+            state = json.loads(s_path.read_text())
+            w_path = out_dir / state["adapters"]
+            if sha256_file(w_path) != state["adapters_sha256"]:
+                raise ValueError(f"{w_path.name} does not match its hash")
+            if state.get("optimizer") and sha256_file(out_dir / state["optimizer"]) != state["optimizer_sha256"]:
+                raise ValueError(f"{state['optimizer']} does not match its hash")
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("skipping checkpoint %s: %s", s_path.name, e)
+            continue
+        return state
+    return None
+
+
+def restore_optimizer(optimizer: optim.Optimizer, model: nn.Module, path: Path) -> None:
+    """Initialise ``optimizer`` for the model's trainable tensors and fill it from ``path``."""
+    optimizer.init(model.trainable_parameters())
+    saved = mx.load(str(path))
+    have = dict(tree_flatten(optimizer.state))
+    missing = sorted(set(have) - set(saved))
+    extra = sorted(set(saved) - set(have))
+    if missing or extra:
+        raise AdapterError(path, [Problem("missing optimizer tensor", field=k) for k in missing]
+                           + [Problem("unexpected optimizer tensor", field=k) for k in extra])
+    optimizer.state = tree_map_with_path(lambda p, _: saved[p], optimizer.state)
+
+
+def _rng_seed(seed: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + int(step)) % (2**31)
+
+
+def make_iterate_batches(seed: int, skip: int) -> Callable[..., Iterator]:
+    """mlx-lm's ``iterate_batches`` with a private seeded RNG for the training order (validation
+    cannot shift it) that skips the first ``skip`` training batches (already consumed)."""
+
+    def iterate(dataset, batch_size, max_seq_length, loop=False, seed_=None, comm_group=None, **kw):  # noqa: ARG001
+        gen = mlx_iterate_batches(dataset, batch_size, max_seq_length, loop=loop, comm_group=comm_group)
+        if not loop:
+            return gen
+        return _private(gen)
+
+    def _private(gen: Iterator) -> Iterator:
+        state = np.random.RandomState(seed).get_state()
+        n = 0
+        while True:
+            outer = np.random.get_state()
+            np.random.set_state(state)
+            try:
+                batch = next(gen)
+            finally:
+                state = np.random.get_state()
+                np.random.set_state(outer)
+            n += 1
+            if n > skip:
+                yield batch
+
+    return iterate
+
+
+# ---------------------------------------------------------------------------------------- training
+
+class _PhaseCallback(TrainingCallback):
+    """Writes metrics rows, validates and checkpoints on the phase's global step numbers."""
+
+    def __init__(self, *, start: int, cfg: PhaseConfig, model: nn.Module, optimizer: optim.Optimizer,
+                 store: JsonlStore, out_dir: Path, val_fn: Callable[[], float] | None, tokens0: int,
+                 ckpt_extra: Mapping[str, Any], progress: Callable[[int, int, dict], None] | None):
+        self.start, self.cfg, self.model, self.optimizer = start, cfg, model, optimizer
+        self.store, self.out_dir, self.val_fn, self.tokens = store, out_dir, val_fn, tokens0
+        self.ckpt_extra, self.progress = ckpt_extra, progress
+        self.ckpt_steps = set(cfg.checkpoint_steps())
+        self.val_steps = set(cfg.val_steps())
+        self.train_s = 0.0
+        self.new_tokens = 0
+
+    def on_train_loss_report(self, info: dict) -> None:
+        step = self.start + int(info["iteration"])
+        tok_s = float(info["tokens_per_second"])
+        it_s = float(info["iterations_per_second"])
+        n_tok = int(round(tok_s / it_s)) if it_s > 0 else 0
+        self.tokens += n_tok
+        self.new_tokens += n_tok
+        self.train_s += 1.0 / it_s if it_s > 0 else 0.0
+        row: dict[str, Any] = {
+            "step": step, "train_loss": float(info["train_loss"]), "val_loss": None,
+            "learning_rate": float(info["learning_rate"]), "tokens_per_s": tok_s, "steps_per_s": it_s,
+            "tokens": n_tok, "trained_tokens": self.tokens, "peak_memory_gb": float(info["peak_memory"]),
+            "time": time.time(),
+        }
+        if step in self.val_steps and self.val_fn is not None:
+            row["val_loss"] = self.val_fn()
+        self.store.append(row)
+        if step in self.ckpt_steps:
+            save_checkpoint(self.out_dir, step, self.model, self.optimizer,
+                            {**self.ckpt_extra, "trained_tokens": self.tokens})
+            mx.random.seed(_rng_seed(self.cfg.seed, step))  # the resumed run re-seeds here too
+        if self.progress is not None:
+            self.progress(step, self.cfg.iters, row)
+
+
+def _validator(model: nn.Module, valid: Any, cfg: PhaseConfig) -> Callable[[], float] | None:
+    if valid is None or len(valid) < cfg.batch_size:
+        return None
+
+    def val() -> float:
+        loss = evaluate(model=model, dataset=valid, batch_size=cfg.batch_size, num_batches=cfg.val_batches,
+                        max_seq_length=cfg.max_seq_length)
+        model.train()
+        return float(loss)
+
+    return val
+
+
+def data_fingerprint(data_dir: Path) -> dict[str, Any]:
+    out = {}
+    for split in ("train", "valid"):
+        p = data_dir / f"{split}.jsonl"
+        if p.exists():
+            out[split] = {"path": str(p), "sha256": sha256_file(p), "examples": len(read_jsonl(p))}
+    return out
+
+
+def _resume_key(cfg: PhaseConfig, data: Mapping[str, Any], prev: Mapping[str, Any] | None) -> str:
+    blob = json.dumps({"config": cfg.to_dict(), "data": {k: v["sha256"] for k, v in data.items()},
+                       "previous": prev and prev.get("adapters_sha256")}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: str | os.PathLike[str],
+                out_dir: str | os.PathLike[str], *, previous_adapter: str | os.PathLike[str] | None = None,
+                model_info: Mapping[str, Any] | None = None,
+                progress: Callable[[int, int, dict], None] | None = None) -> PhaseResult:
+    """Train one phase into ``out_dir`` (mlx-lm adapter layout), resuming where a run stopped.
+
+    ``model`` is the base model (no LoRA layers yet); ``data_dir`` holds ``train.jsonl`` and
+    ``valid.jsonl`` (mlx-lm chat format). ``previous_adapter`` is phase K-1's adapter directory.
+    A finished phase with the same config, data and previous adapter is not retrained.
+    ``progress(step, iters, row)`` is called after every step.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    train_recs = load_chat_jsonl(data_dir / "train.jsonl")
+    valid_recs = load_chat_jsonl(data_dir / "valid.jsonl") if (data_dir / "valid.jsonl").exists() else []
+    if len(train_recs) < cfg.batch_size:
+        raise DataError(data_dir / "train.jsonl", f"{len(train_recs)} examples < batch_size {cfg.batch_size}")
+    data = data_fingerprint(data_dir)
+    prev_info = None
+    if previous_adapter is not None:
+        prev_dir = Path(previous_adapter)
+        prev_cfg = read_adapter_config(prev_dir)
+        if int(prev_cfg["num_layers"]) != cfg.num_layers or \
+                int(prev_cfg["lora_parameters"]["rank"]) != cfg.rank:
+            raise AdapterError(prev_dir / CONFIG_FILE, "previous phase has num_layers="
+                               f"{prev_cfg['num_layers']}, rank={prev_cfg['lora_parameters']['rank']}; "
+                               f"this phase wants num_layers={cfg.num_layers}, rank={cfg.rank}")
+        prev_lineage = _read_json(prev_dir / LINEAGE_FILE) or {}
+        prev_info = {"path": str(prev_dir), "adapters_sha256": sha256_file(prev_dir / ADAPTER_FILE),
+                     "phase": prev_lineage.get("phase"), "lineage": prev_lineage.get("chain", [])}
+    key = _resume_key(cfg, data, prev_info)
+
+    done = _read_json(out_dir / LINEAGE_FILE)
+    if done and done.get("complete") and done.get("resume_key") == key and (out_dir / ADAPTER_FILE).exists():
+        metrics = read_jsonl(out_dir / METRICS_FILE) if (out_dir / METRICS_FILE).exists() else []
+        return _result_from_lineage(out_dir, done, metrics)
+
+    # LoRA layers, previous phase's weights, frozen base
+    apply_lora(model, cfg.num_layers, cfg.lora_parameters())
+    if prev_info is not None:
+        load_adapter_weights(model, Path(prev_info["path"]) / ADAPTER_FILE)
+    trainable = check_frozen_base(model)
+    _, total = count_params(model)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is not None and ckpt.get("resume_key") != key:
+        raise DataError(out_dir, f"holds checkpoints of a different config/data/previous adapter "
+                        f"(resume key {ckpt.get('resume_key')} != {key}); use a new folder or delete it")
+    start = int(ckpt["step"]) if ckpt else 0
+    start = min(start, cfg.iters)
+
+    lr = build_schedule(cfg.lr_schedule) if cfg.lr_schedule else float(cfg.learning_rate)
+    opt_cls = optim.AdamW if cfg.optimizer.lower() == "adamw" else optim.Adam
+    optimizer = opt_cls(learning_rate=lr)
+    if ckpt:
+        load_adapter_weights(model, out_dir / ckpt["adapters"])
+        if ckpt.get("optimizer"):
+            restore_optimizer(optimizer, model, out_dir / ckpt["optimizer"])
+    mx.random.seed(_rng_seed(cfg.seed, start))
+
+    atomic_write_json(out_dir / CONFIG_FILE, {
+        **cfg.mlx_lm_config(str((model_info or {}).get("spec", "")), str(data_dir), str(out_dir)),
+        "lekutils": {"phase": cfg.phase, "resume_key": key, "previous_adapter": prev_info and prev_info["path"]}})
+
+    # metrics: keep rows up to the checkpoint, drop the rest (they will be re-done)
+    mpath = out_dir / METRICS_FILE
+    if mpath.exists():
+        kept = [r for r in JsonlStore(mpath, key=lambda r: r["step"]).records() if r["step"] <= start]
+        atomic_write_jsonl(mpath, kept)
+    store = JsonlStore(mpath, key=lambda r: r["step"])
+
+    ds_cfg = types.SimpleNamespace(mask_prompt=cfg.mask_prompt)
+    train_ds = CacheDataset(create_dataset(train_recs, tokenizer, ds_cfg))
+    valid_ds = CacheDataset(create_dataset(valid_recs, tokenizer, ds_cfg)) if valid_recs else None
+    val_fn = _validator(model, valid_ds, cfg)
+    if start == 0 and 0 not in store and val_fn is not None:
+        store.append({"step": 0, "train_loss": None, "val_loss": val_fn(), "learning_rate": None,
+                      "tokens_per_s": None, "steps_per_s": None, "tokens": 0, "trained_tokens": 0,
+                      "peak_memory_gb": mx.get_peak_memory() / 1e9, "time": time.time()})
+
+    cb = _PhaseCallback(start=start, cfg=cfg, model=model, optimizer=optimizer, store=store, out_dir=out_dir,
+                        val_fn=val_fn, tokens0=int(ckpt.get("trained_tokens", 0)) if ckpt else 0,
+                        ckpt_extra={"resume_key": key, "phase": cfg.phase}, progress=progress)
+    if start < cfg.iters:
+        args = TrainingArgs(batch_size=cfg.batch_size, iters=cfg.iters - start, val_batches=cfg.val_batches,
+                            steps_per_report=1, steps_per_eval=_NEVER, steps_per_save=_NEVER,
+                            max_seq_length=cfg.max_seq_length, adapter_file=str(out_dir / ADAPTER_FILE),
+                            grad_checkpoint=cfg.grad_checkpoint, grad_accumulation_steps=cfg.grad_accumulation)
+        with open(out_dir / LOG_FILE, "a", encoding="utf-8") as logfh, contextlib.redirect_stdout(logfh):
+            mlx_train(model=model, optimizer=optimizer, train_dataset=train_ds, val_dataset=None, args=args,
+                      iterate_batches=make_iterate_batches(cfg.seed, start), training_callback=cb)
+
+    _save_safetensors_atomic(out_dir / ADAPTER_FILE, dict(tree_flatten(model.trainable_parameters())))
+    metrics = store.records()
+    train_rows = [r for r in metrics if r.get("train_loss") is not None]
+    val_rows = [r for r in metrics if r.get("val_loss") is not None]
+    lineage = {
+        "complete": True, "phase": cfg.phase, "resume_key": key, "steps": cfg.iters,
+        "resumed_from": start if ckpt else None, "trainable_params": trainable, "total_params": total,
+        "config": cfg.to_dict(), "model": dict(model_info or {}), "data": data, "previous": prev_info,
+        "adapters_sha256": sha256_file(out_dir / ADAPTER_FILE),
+        "chain": ((prev_info or {}).get("lineage") or [])
+        + [{"phase": cfg.phase, "adapter_dir": str(out_dir), "data": {k: v["sha256"] for k, v in data.items()}}],
+        "final_train_loss": train_rows[-1]["train_loss"] if train_rows else None,
+        "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None,
+        "train_s": sum(1.0 / r["steps_per_s"] for r in train_rows if r.get("steps_per_s")),
+        "tokens": sum(int(r.get("tokens") or 0) for r in train_rows),
+        "versions": _versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(out_dir / LINEAGE_FILE, lineage)
+    res = _result_from_lineage(out_dir, lineage, metrics)
+    res.skipped = False
+    return res
+
+
+def _result_from_lineage(out_dir: Path, lin: Mapping[str, Any], metrics: list[dict]) -> PhaseResult:
+    return PhaseResult(adapter_dir=out_dir, steps=int(lin["steps"]), resumed_from=lin.get("resumed_from"),
+                       trainable_params=int(lin["trainable_params"]), total_params=int(lin["total_params"]),
+                       final_train_loss=lin.get("final_train_loss"), final_val_loss=lin.get("final_val_loss"),
+                       train_s=float(lin.get("train_s") or 0.0), tokens=int(lin.get("tokens") or 0),
+                       skipped=True, metrics=metrics)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    from lekutils.blas import active_blas
+
+    out = {"blas": active_blas()}
+    for pkg in ("mlx", "mlx-lm", "lekutils"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001
+            out[pkg] = "unknown"
+    return out
+
+
+# ------------------------------------------------------------------------------------ figures/tables
+
+def metrics_frame(metrics: list[dict[str, Any]]) -> Any:
+    """Metrics rows as a pandas DataFrame indexed by step."""
+    import pandas as pd
+
+    return pd.DataFrame(metrics).set_index("step").sort_index() if metrics else pd.DataFrame()
+
+
+def plot_loss(metrics: list[dict[str, Any]], title: str = "") -> Any:
+    """Training and validation loss against step (a matplotlib Figure)."""
+    import matplotlib
+
+    matplotlib.use(matplotlib.get_backend())
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    tr = [(r["step"], r["train_loss"]) for r in metrics if r.get("train_loss") is not None]
+    va = [(r["step"], r["val_loss"]) for r in metrics if r.get("val_loss") is not None]
+    if tr:
+        ax.plot(*zip(*tr), label="train", lw=1.2)
+    if va:
+        ax.plot(*zip(*va), "o-", label="validation", lw=1.2)
+    ax.set_xlabel("step (micro-batch)")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def save_loss_figure(adapter_dir: str | os.PathLike[str], title: str = "") -> list[Path]:
+    """Write ``loss.png`` and ``loss.pdf`` into the adapter folder from its metrics."""
+    import matplotlib.pyplot as plt
+
+    adapter_dir = Path(adapter_dir)
+    fig = plot_loss(read_jsonl(adapter_dir / METRICS_FILE), title)
+    paths = []
+    for ext in ("png", "pdf"):
+        p = adapter_dir / f"loss.{ext}"
+        fig.savefig(p, dpi=120)
+        paths.append(p)
+    plt.close(fig)
+    return paths
