@@ -1,0 +1,38 @@
+# The LEK curriculum workbook. Two commands do everything on a fresh Linux or macOS machine:
+#   make run   - set up .venv, then execute the whole notebook pipeline of PROFILE (default: smoke)
+#   make test  - set up .venv, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= smoke
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lek-installed
+
+.PHONY: setup run test lab lint strip clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m lekutils kernel
+	@touch $(STAMP)
+
+run: setup
+	$(PY) -m lekutils run --profile $(PROFILE)
+
+test: setup
+	$(PY) -m pytest
+
+lab: setup
+	$(PY) -m jupyter lab --notebook-dir=notebooks
+
+lint: setup
+	$(PY) -m ruff check lekutils tests tools
+
+strip: setup
+	$(PY) -c "import sys, glob; from lekutils.hygiene import strip_notebook; [print('stripped', p) for p in sorted(glob.glob('notebooks/*.ipynb')) if strip_notebook(p)]"
+
+clean-runs:
+	rm -rf runs/
