@@ -108,15 +108,22 @@ def active_blas() -> str:
     return "reference"
 
 
+def reexec_needed() -> bool:
+    """True when :func:`reexec_with_fast_blas` would re-execute this process."""
+    if os.environ.get(_MARK) or os.environ.get(DISABLE) or not sys.platform.startswith("linux"):
+        return False
+    lib = find_openblas()
+    return lib is not None and str(lib) not in os.environ.get("LD_PRELOAD", "")
+
+
 def reexec_with_fast_blas() -> None:
     """Re-execute the current process with OpenBLAS preloaded, once, if not already active."""
-    if os.environ.get(_MARK) or not sys.platform.startswith("linux"):
+    if not reexec_needed():
+        if sys.platform.startswith("linux") and not os.environ.get(_MARK) and find_openblas() is None:
+            log.warning("no optimized BLAS found: MLX float32 on CPU will be slow (pip install cmeel-openblas)")
         return
     env = blas_env()
     if not env:
-        log.warning("no optimized BLAS found: MLX float32 on CPU will be slow (pip install cmeel-openblas)")
-        return
-    if str(find_openblas()) in os.environ.get("LD_PRELOAD", ""):
         return
     new_env = {**os.environ, **env, _MARK: "1"}
     argv = [sys.executable] + (sys.orig_argv[1:] if hasattr(sys, "orig_argv") else sys.argv)

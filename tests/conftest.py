@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.blas import reexec_with_fast_blas
+from lekutils.blas import reexec_needed, reexec_with_fast_blas
 from lekutils.paths import upstream_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,12 +17,12 @@ def pytest_configure(config: pytest.Config) -> None:
     """Re-exec the test session once with OpenBLAS preloaded (Linux; see lekutils.blas)."""
     if config.pluginmanager.hasplugin("xdist") and os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    if not reexec_needed():
+        return
     capman = config.pluginmanager.getplugin("capturemanager")
     if capman is not None:
         capman.stop_global_capturing()  # give the new process the real stdout/stderr
     reexec_with_fast_blas()
-    if capman is not None:
-        capman.start_global_capturing()
 
 
 @pytest.fixture(scope="session")
