@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,42 +24,29 @@ import yaml
 from lekutils.errors import DataError, Problem
 from lekutils.jsonl import read_jsonl
 from lekutils.paths import REPO_ROOT, upstream_dir
+from lekutils.scoring import SIGNALS, is_v2_heuristic, score_many
 
 log = logging.getLogger(__name__)
 
-#: The 14 v2 signals in accumulation order (mirrors ``lekutils.scoring.SIGNALS``; see the spec).
-V2_SIGNALS: tuple[str, ...] = (
-    "compliance_markers", "formulaic_preamble", "degeneration", "empty_broken", "first_person",
-    "creative_form", "engagement_depth", "emotional_register", "nuance", "specificity",
-    "axiom_resonance", "perspective_taking", "metaphor", "questioning",
-)
+#: The 14 v2 signals in accumulation order (``lekutils.scoring.SIGNALS``).
+V2_SIGNALS: tuple[str, ...] = tuple(SIGNALS)
+
+#: File names a glob never picks up: the A/B runner's resumable work files.
+EXCLUDE: tuple[str, ...] = ("*.partial.jsonl",)
 
 MODEL_COLUMNS = ("model", "model_id", "family", "version", "size", "size_b", "tuned", "base_model", "adapter")
 
 
-def signals() -> tuple[str, ...]:
-    """The scorer's signal names (``lekutils.scoring.SIGNALS`` when importable)."""
-    try:
-        from lekutils.scoring import SIGNALS
-    except ImportError:
-        return V2_SIGNALS
-    return tuple(SIGNALS)
-
-
 def is_v1_heuristic(heuristic: Mapping[str, Any] | None) -> bool:
     """True when a stored heuristic dict predates v2 (it lacks some of the 14 v2 signal keys)."""
-    if not heuristic:
-        return True
-    return not all(k in heuristic for k in V2_SIGNALS)
+    return not is_v2_heuristic(heuristic)
 
 
-def score_texts(texts: Sequence[str], scorer: str = "v2") -> pd.DataFrame:
+def score_texts(texts: Sequence[str], scorer: str = "v2", processes: int | None = None) -> pd.DataFrame:
     """Score texts with ``lekutils.scoring.score_many`` (one column per signal + ``lek_score``)."""
-    from lekutils.scoring import score_many
-
     if not texts:
-        return pd.DataFrame(columns=[*signals(), "lek_score"])
-    return score_many(list(texts), scorer=scorer).reset_index(drop=True)
+        return pd.DataFrame(columns=[*V2_SIGNALS, "lek_score"])
+    return score_many(list(texts), scorer=scorer, processes=processes).reset_index(drop=True)
 
 
 def read_probe_records(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -88,12 +76,14 @@ def resolve_paths(
     run_dir: str | os.PathLike[str] | None = None,
     upstream: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
+    exclude: Sequence[str] = EXCLUDE,
 ) -> list[Path]:
     """Expand ``{run_dir}`` / ``{upstream}`` placeholders and globs into a sorted, de-duplicated list.
 
     Relative paths are taken from ``root`` (default: the current directory). A pattern using
     ``{upstream}`` where the upstream folder does not exist is skipped with a log message; any
-    other pattern that matches nothing is logged too.
+    other pattern that matches nothing is logged too. Glob hits whose file name matches an
+    ``exclude`` pattern (default: the A/B runner's ``*.partial.jsonl`` work files) are dropped.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -108,7 +98,11 @@ def resolve_paths(
         p = Path(expanded).expanduser()
         if not p.is_absolute():
             p = base / p
-        hits = sorted(Path(h) for h in glob.glob(str(p))) if glob.has_magic(str(p)) else ([p] if p.exists() else [])
+        if glob.has_magic(str(p)):
+            hits = [h for h in sorted(Path(h) for h in glob.glob(str(p)))
+                    if not any(fnmatch.fnmatch(h.name, x) for x in exclude)]
+        else:
+            hits = [p] if p.exists() else []
         if not hits:
             log.warning("no file matches %s", pat)
         out.extend(h.resolve() for h in hits if h.is_file())
@@ -232,6 +226,13 @@ def _conditions(rec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return []
 
 
+def _base_display(table: ModelTable, base: str | None) -> str | None:
+    if not base:
+        return None
+    found = table.by_id(base)
+    return found.display if found else table.lookup(base).display
+
+
 def _rows_of_file(path: Path, table: ModelTable) -> tuple[list[dict[str, Any]], list[Problem]]:
     records, summary = read_probe_records(path)
     summary = summary or {}
@@ -274,7 +275,7 @@ def _rows_of_file(path: Path, table: ModelTable) -> tuple[list[dict[str, Any]], 
                 "size": info.size,
                 "size_b": info.size_b,
                 "tuned": info.tuned or adapter is not None,
-                "base_model": (info.base if not adapter else model_id),
+                "base_model": info.display if adapter else _base_display(table, info.base),
                 "adapter": adapter,
                 "condition": cond,
                 "probe_id": str(pid),
@@ -298,13 +299,16 @@ def load_results(
     upstream: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
     scorer: str = "v2",
+    processes: int | None = None,
 ) -> pd.DataFrame:
     """Load A/B files (paths or globs, ``{run_dir}``/``{upstream}`` placeholders) into a long table.
 
     Columns: source_file, probe_set, model (display name), model_id, family, version, size,
     size_b, tuned, base_model, adapter, condition, probe_id, category, score (v2), the 14 signals,
     chars, stored_scorer, stored_score, stored_v1 (the stored v1 number, else NaN), rescored,
-    response, prompt. Records not stored as ``scorer`` are re-scored with it.
+    response, prompt. Records not stored as ``scorer`` are re-scored with it (``processes`` as in
+    ``score_many``). Rows keep file order within each model x probe set x condition: upstream's
+    means are left-to-right sums in record order, and the summary reproduces them exactly.
     """
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
@@ -318,11 +322,11 @@ def load_results(
         if problems:
             raise DataError(path, problems)
         rows.extend(file_rows)
-    sig = signals()
+    sig = V2_SIGNALS
     if not rows:
         return pd.DataFrame(columns=_column_order(sig))
     rescore_idx = [i for i, r in enumerate(rows) if r["stored_scorer"] != scorer or is_v1_heuristic(r["_heuristic"])]
-    fresh = score_texts([rows[i]["response"] for i in rescore_idx], scorer=scorer)
+    fresh = score_texts([rows[i]["response"] for i in rescore_idx], scorer=scorer, processes=processes)
     fresh_rows = fresh.to_dict("records")
     for j, i in enumerate(rescore_idx):
         r = rows[i]
@@ -339,7 +343,7 @@ def load_results(
         r["stored_v1"] = r["stored_score"] if r["stored_scorer"] == "v1" else float("nan")
     df = pd.DataFrame(rows)[_column_order(sig)]
     df["condition"] = pd.Categorical(df["condition"], categories=condition_order(df["condition"]), ordered=True)
-    return df.sort_values(["probe_set", "model", "condition", "probe_id"], kind="stable").reset_index(drop=True)
+    return df.sort_values(["probe_set", "model", "condition"], kind="stable").reset_index(drop=True)
 
 
 def condition_order(conditions: Iterable[str]) -> list[str]:
@@ -380,7 +384,9 @@ def load_gates(patterns: str | Iterable[str], *, run_dir: str | os.PathLike[str]
             raise DataError(path, "expected a list of gates (or an object with a 'gates' list)")
         phase_name = path.parent.name
         m = re.search(r"(\d+)", phase_name)
-        phase = int(m.group(1)) if m else (doc.get("phase") if isinstance(doc, dict) else None)
+        phase = _num(doc.get("phase")) if isinstance(doc, dict) else float("nan")
+        if math.isnan(phase):
+            phase = float(m.group(1)) if m else float("nan")
         problems: list[Problem] = []
         for i, g in enumerate(entries):
             if not isinstance(g, dict):
@@ -398,12 +404,16 @@ def load_gates(patterns: str | Iterable[str], *, run_dir: str | os.PathLike[str]
                 "value": _num(g.get("value")),
                 "level": _num(g.get("level", g.get("threshold"))),
                 "passed": None if passed is None else bool(passed),
+                "op": g.get("op"),
                 "source": str(path),
             })
         if problems:
             raise DataError(path, problems)
-    cols = ["phase", "phase_name", "gate", "value", "level", "passed", "source"]
-    return pd.DataFrame(rows, columns=cols).sort_values(["phase", "gate"], kind="stable").reset_index(drop=True)
+    cols = ["phase", "phase_name", "gate", "value", "level", "passed", "op", "source"]
+    out = pd.DataFrame(rows, columns=cols)
+    if out["phase"].notna().all() and (out["phase"] % 1 == 0).all():
+        out["phase"] = out["phase"].astype(int)
+    return out.sort_values(["phase"], kind="stable").reset_index(drop=True)
 
 
 def _num(x: Any) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lekutils.jsonl import atomic_write_csv
-from lekutils.report.load import V2_SIGNALS, ModelTable, condition_order
+from lekutils.report.load import V2_SIGNALS, condition_order
 from lekutils.stats import DELTA_THRESHOLD, paired_delta, summarize
 
 GROUP = ["model", "probe_set"]
@@ -142,6 +142,7 @@ def wide_table(summary: pd.DataFrame, *, baseline: str = BASELINE, decimals: int
         out[c] = piv[c].to_numpy()
         if c != baseline and baseline in piv:
             out[f"{c}_delta"] = (piv[c] - piv[baseline]).to_numpy()
+    out.columns.name = None
     return _round(out, decimals, [c for c in out.columns if c not in (*GROUP, "n")])
 
 
@@ -247,26 +248,20 @@ def family_trajectory(lineage: pd.DataFrame, *, baseline: str = BASELINE, decima
 
 
 def finetune_effect(
-    df: pd.DataFrame, models: ModelTable | None = None, *, condition: str = BASELINE, n_boot: int = 10_000,
+    df: pd.DataFrame, *, condition: str = BASELINE, n_boot: int = 10_000,
     seed: int = 0, threshold: float = DELTA_THRESHOLD, decimals: int | None = 2,
 ) -> pd.DataFrame:
     """Tuned minus base on the same probe set and condition, paired per probe, with a bootstrap CI.
 
-    A tuned model's base is its ``base`` in the models table (upstream LEK models) or the model an
-    adapter was trained on (our runs).
+    A tuned model's base (column ``base_model``, a display name) is its ``base`` in the models table
+    (upstream LEK models) or the model an adapter was trained on (our runs).
     """
     rows = []
     sub = df[df["condition"].astype(str) == condition]
-    ids = {mid: m for mid, m in sub.groupby("model_id", observed=True)["model"].first().items()}
     for (model, pset), g in sub[sub["tuned"].astype(bool)].groupby(GROUP, observed=True, sort=False):
-        base_id = _first(g["base_model"])
-        if not base_id:
-            continue
-        info = models.by_id(base_id) if models is not None else None
-        base_rows = sub[(sub["probe_set"] == pset) & (
-            (sub["model_id"] == base_id) | (sub["model"] == (info.display if info else ids.get(base_id, base_id)))
-        ) & ~sub["tuned"].astype(bool)]
-        if base_rows.empty:
+        base = _first(g["base_model"])
+        base_rows = sub[(sub["probe_set"] == pset) & (sub["model"] == base) & ~sub["tuned"].astype(bool)]
+        if not base or base_rows.empty:
             continue
         a = base_rows.drop_duplicates("probe_id").set_index("probe_id")["score"]
         b = g.drop_duplicates("probe_id").set_index("probe_id")["score"]
@@ -317,7 +312,7 @@ def curriculum_progress(gates: pd.DataFrame) -> pd.DataFrame:
     for (phase, name), g in gates.groupby(["phase", "phase_name"], sort=True, dropna=False):
         row: dict[str, object] = {"phase": phase, "phase_name": name}
         for r in g.itertuples(index=False):
-            row[f"{r.gate}"] = r.value
+            row[f"{r.gate}"] = round(r.value, 6) if isinstance(r.value, float) else r.value
             row[f"{r.gate}_level"] = r.level
             row[f"{r.gate}_passed"] = r.passed
         row["all_passed"] = bool(g["passed"].fillna(False).astype(bool).all())
