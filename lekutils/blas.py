@@ -90,7 +90,7 @@ def blas_env() -> dict[str, str]:
         if rt is None:
             return {}
         env["LD_LIBRARY_PATH"] = ":".join(x for x in [str(rt), os.environ.get("LD_LIBRARY_PATH", "")] if x)
-    env.setdefault("OPENBLAS_NUM_THREADS", str(os.cpu_count() or 1))
+    env["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS", str(os.cpu_count() or 1))
     return env
 
 

@@ -10,7 +10,8 @@ so upstream's extract step reads it unchanged.
 
 Generation goes through :func:`lekutils.generate.generate_resumable` (batched, kernel prefix cached
 by the engine): a run killed at any point and started again finishes with exactly the records of
-an uninterrupted run. Starting again with different settings on the same file is refused.
+an uninterrupted run. Starting again with other generation settings on the same file is refused;
+a new threshold, gate or scorer re-gates the recorded generations without generating them again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from lekutils.audit import structural_score
 from lekutils.errors import DataError, Problem
-from lekutils.jsonl import JsonlStore, Record
+from lekutils.jsonl import JsonlStore, Record, atomic_write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ GATES = ("lek_score", "structural")
 GENERATION_TYPES = ("training", "generation")
 _CONFIG_KEY = ("__config__", -1)
 _SUMMARY_KEY = ("__summary__", -1)
-#: Settings allowed to differ on resume (none: batch shape may change numerics).
-_RESUME_FREE: tuple[str, ...] = ()
+#: Config fields that may change on resume: existing generations are re-scored and re-gated, not redone.
+_REGATE = ("threshold", "gate", "scorer", "scorer_version")
+#: Config fields not compared on resume (the kernel's sha256 is; its path may be spelt differently).
+_UNCOMPARED = ("kernel", "kernel_path")
 
 
 class NothingKeptError(RuntimeError):
@@ -153,59 +156,84 @@ def _config_record(settings: DistillSettings, probes: Sequence[Any], kernel_meta
             "probes": len(probes), "probes_hash": probes_hash(probes)}
 
 
-def _check_config(store: JsonlStore, new: Record) -> None:
+def _check_config(store: JsonlStore, new: Record) -> bool:
+    """Write the config line of a new file; on resume return whether only the gate changed.
+
+    Generation settings must match; the gate (threshold, gate, scorer) may change, in which case
+    the caller re-scores and re-gates the existing generations instead of generating them again.
+    """
     old = next((r for r in store.records() if r.get("type") == "config"), None)
     if old is None:
         if len(store):
             raise DataError(store.path, Problem("records without a config line: not a raw distillation file "
                                                 "of this version; move it away", line=1, field="type"))
         store.append(new)
-        return
+        return False
     problems = [Problem(f"this file was generated with {old.get(k)!r}, now {v!r}; use a new run_dir "
                         "or delete the phase folder to start over", line=1, field=k)
-                for k, v in new.items() if k not in _RESUME_FREE and old.get(k) != v]
+                for k, v in new.items() if k not in _REGATE + _UNCOMPARED and old.get(k) != v]
     if problems:
         raise DataError(store.path, problems)
+    return any(old.get(k) != new.get(k) for k in _REGATE)
 
 
-def _record(result: Any, probe: Any, settings: DistillSettings, kernel_meta: dict[str, Any],
-            scorer_version: str, score: Callable[[str], dict]) -> Record:
-    scores = score(result.text)
+def _regate(store: JsonlStore, config: Record, settings: DistillSettings, scorer: Any) -> JsonlStore:
+    """Rewrite the file atomically: the new config and every generation re-scored and re-gated."""
+    gens = [_gate(r, settings, scorer) for r in store.records() if r.get("type") in GENERATION_TYPES]
+    atomic_write_jsonl(store.path, [config, *gens])
+    log.info("%s: re-gated %d existing generations (%s >= %s)", store.path, len(gens), settings.gate,
+             settings.threshold)
+    return open_store(store.path)
+
+
+def _generation(result: Any, probe: Any, settings: DistillSettings, kernel_meta: dict[str, Any]) -> Record:
+    """The generation fields of a record (everything the gate does not decide)."""
+    return {
+        "type": "generation", "phase": settings.phase,
+        "prompt_id": probe.id, "sample_idx": result.sample_idx, "category": probe.category,
+        "source_probe": probe.source_probe, "rephrase_type": probe.rephrase_type,
+        "prompt": probe.prompt, "response": result.text,
+        "model": settings.model, "adapter": settings.adapter, **kernel_meta,
+        "sampler": result.sampler, "seed": result.seed, "prompt_format": result.prompt_format,
+        "prompt_tokens": result.prompt_tokens, "generation_tokens": result.generation_tokens,
+        "finish_reason": result.finish_reason, "chars": len(result.text),
+        "time_s": result.time_s, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
+        "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _gate(rec: Record, settings: DistillSettings, scorer: Any) -> Record:
+    """Score a generation record, apply the gate, add upstream's ``training``/``meta`` when kept."""
+    rec = {k: v for k, v in rec.items() if k not in ("training", "meta")}
+    scores = scorer(rec["response"])
     lek = float(scores["lek_score"])
     signals = {k: v for k, v in scores.items() if k != "lek_score"}
     structural = structural_score(signals, settings.scorer)
     gate_value = lek if settings.gate == "lek_score" else structural
     kept = gate_value >= settings.threshold
-    ts = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rec: Record = {
-        "type": "training" if kept else "generation", "phase": settings.phase,
-        "prompt_id": probe.id, "sample_idx": result.sample_idx, "category": probe.category,
-        "source_probe": probe.source_probe, "rephrase_type": probe.rephrase_type,
-        "prompt": probe.prompt, "response": result.text, "kept": kept,
-        "lek_score": lek, "structural_score": structural, "gate": settings.gate, "gate_value": gate_value,
-        "threshold": settings.threshold, "signals": signals,
-        "scorer": settings.scorer, "scorer_version": scorer_version,
-        "model": settings.model, "adapter": settings.adapter, **kernel_meta,
-        "sampler": result.sampler, "seed": result.seed, "prompt_format": result.prompt_format,
-        "prompt_tokens": result.prompt_tokens, "generation_tokens": result.generation_tokens,
-        "finish_reason": result.finish_reason, "chars": len(result.text),
-        "time_s": result.time_s, "prefill_s": result.prefill_s, "decode_s": result.decode_s, "ts": ts,
-    }
+    rec.update({"type": "training" if kept else "generation", "kept": kept, "lek_score": lek,
+                "structural_score": structural, "gate": settings.gate, "gate_value": gate_value,
+                "threshold": settings.threshold, "signals": signals, "scorer": settings.scorer,
+                "scorer_version": scorer.version})
     if kept:
-        rec["training"] = {"messages": [{"role": "user", "content": probe.prompt},
-                                        {"role": "assistant", "content": result.text}]}
-        rec["meta"] = {"probe_id": probe.id, "category": probe.category, "sample_idx": result.sample_idx,
-                       "lek_score": lek, "chars": len(result.text), "time_s": round(result.time_s, 3),
-                       "model": settings.model, "threshold": settings.threshold,
-                       "temperature": settings.temperature, "ts": ts, "phase": settings.phase,
-                       "source_probe": probe.source_probe, "rephrase_type": probe.rephrase_type,
-                       "scorer": settings.scorer, "signals": signals}
+        rec["training"] = {"messages": [{"role": "user", "content": rec["prompt"]},
+                                        {"role": "assistant", "content": rec["response"]}]}
+        rec["meta"] = {"probe_id": rec["prompt_id"], "category": rec["category"],
+                       "sample_idx": rec["sample_idx"], "lek_score": lek, "chars": rec["chars"],
+                       "time_s": round(rec["time_s"], 3), "model": settings.model,
+                       "threshold": settings.threshold, "temperature": settings.temperature, "ts": rec["ts"],
+                       "phase": settings.phase, "source_probe": rec["source_probe"],
+                       "rephrase_type": rec["rephrase_type"], "scorer": settings.scorer, "signals": signals}
     return rec
 
 
 def summarize(records: Sequence[Record], settings: DistillSettings, *, probes: int,
               scorer_version: str, wall_s: float) -> Record:
-    """The summary line: generated, kept, keep rate (%), average kept score, best score, totals."""
+    """The summary line: generated, kept, keep rate (%), average kept score, best score, totals.
+
+    ``wall_s`` is the wall time of the session that finished the phase (earlier, interrupted
+    sessions are not included); per-generation timings are on each record.
+    """
     kept = [r for r in records if r.get("kept")]
     best = max(records, key=lambda r: (r["gate_value"], r["lek_score"]), default=None)
     return {
@@ -220,8 +248,7 @@ def summarize(records: Sequence[Record], settings: DistillSettings, *, probes: i
         "top_p": settings.top_p, "max_tokens": settings.max_tokens, "seed": settings.seed,
         "scorer": settings.scorer, "scorer_version": scorer_version,
         "generation_tokens": sum(int(r.get("generation_tokens") or 0) for r in records),
-        "generation_time_s": round(sum(float(r.get("time_s") or 0.0) for r in records), 2),
-        "wall_s_last_session": round(wall_s, 2),
+        "wall_s": round(wall_s, 2),
         "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -231,7 +258,9 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
             raise_if_empty: bool = True) -> Record:
     """Generate ``settings.samples`` answers per probe, score and record them all; return the summary.
 
-    Resumes from what ``raw_path`` already holds (settings must match). ``engine`` defaults to a
+    Resumes from what ``raw_path`` already holds: generation settings must match; a changed
+    threshold, gate or scorer re-scores and re-gates the existing generations (the file is rewritten
+    atomically) and generates only what is missing. ``engine`` defaults to a
     :class:`lekutils.generate.Engine` on ``settings.model`` (+ adapter). Raises
     :class:`NothingKeptError` (after writing the summary) when nothing passed the threshold.
     """
@@ -250,9 +279,11 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
     if store.repaired_bytes:
         log.warning("%s: cut a torn last line (%d bytes) left by an interrupted run", raw_path,
                     store.repaired_bytes)
-    _check_config(store, _config_record(settings, probes, kernel_meta, scorer.version))
+    config = _config_record(settings, probes, kernel_meta, scorer.version)
+    if _check_config(store, config):
+        store = _regate(store, config, settings, scorer)
     by_id = {p.id: p for p in probes}
-    summary = read_summary(raw_path)
+    summary = next((r for r in store.records() if r.get("type") == "summary"), None)
     missing = [(p.id, i) for p in probes for i in range(settings.samples) if (p.id, i) not in store]
     if summary is None or missing:
         if missing:
@@ -266,7 +297,7 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
                         for p in probes]
 
             def on_chunk(results: list[Any]) -> None:
-                store.extend(_record(r, by_id[r.key], settings, kernel_meta, scorer.version, scorer)
+                store.extend(_gate(_generation(r, by_id[r.key], settings, kernel_meta), settings, scorer)
                              for r in results)
 
             generate_resumable(engine, requests, settings.sampler(), is_done=lambda k, i: (k, i) in store,

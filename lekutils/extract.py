@@ -163,7 +163,8 @@ def remove_near_duplicates(examples: Sequence[Example], *, threshold: float = 0.
 
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    # LSH proposes candidates a bit below the real threshold (recall); exact Jaccard decides.
+    lsh = MinHashLSH(threshold=max(0.05, min(0.9, threshold - 0.1)), num_perm=num_perm)
     sets: dict[int, set[str]] = {}
     kept_idx: set[int] = set()
     dropped: list[NearDuplicate] = []
@@ -206,8 +207,9 @@ def split_train_valid(examples: Sequence[Example], *, valid_fraction: float = 0.
                       seed: int = 0) -> tuple[list[Example], list[Example]]:
     """Seeded train/valid split; at least one valid example whenever there are two or more.
 
-    Whole groups (a probe and its rephrasings) go to one side when there are two groups or
-    more, so validation prompts are unseen in training; with a single group examples are split.
+    Whole groups (a probe and its rephrasings, or several samples of one probe) go to one side,
+    so validation prompts are unseen in training, as long as groups fit in the ``valid_fraction``
+    target; when none does (tiny sets) examples are split individually.
     Both lists keep the input order.
     """
     if not 0.0 <= valid_fraction < 1.0:
@@ -225,12 +227,10 @@ def split_train_valid(examples: Sequence[Example], *, valid_fraction: float = 0.
         names = sorted(groups)
         rng.shuffle(names)
         for g in names:
-            if len(valid_idx) >= target:
-                break
-            if len(valid_idx) + len(groups[g]) > n - 1:  # never leave training empty
-                continue
-            valid_idx.update(groups[g])
-    if not valid_idx:
+            if len(valid_idx) + len(groups[g]) <= target:  # whole groups, never past the target
+                valid_idx.update(groups[g])
+    if not valid_idx:  # every group is larger than the target (tiny sets): split examples
+        log.info("split: no group fits a %d-example valid set; splitting examples", target)
         valid_idx = set(rng.sample(range(n), target))
     return ([e for i, e in enumerate(examples) if i not in valid_idx],
             [e for i, e in enumerate(examples) if i in valid_idx])
@@ -256,6 +256,25 @@ class ExtractResult:
                 "train": len(self.train), "valid": len(self.valid)}
 
 
+@dataclass
+class Candidates:
+    """Kept examples after per-probe dedup and near-duplicate removal (what review and split see)."""
+
+    loaded: int
+    after_dedup: int
+    examples: list[Example]
+    near_duplicates: list[NearDuplicate]
+
+
+def candidates(raw_path: str | os.PathLike[str], *, dedup: str = "best", near_dup_threshold: float = 0.7,
+               shingle_k: int = 3, seed: int = 0) -> Candidates:
+    """Load the kept examples of ``raw_path``, dedup per probe, drop near-duplicates."""
+    examples = load_examples(raw_path)
+    deduped = dedup_per_probe(examples, dedup)
+    unique, dups = remove_near_duplicates(deduped, threshold=near_dup_threshold, k=shingle_k, seed=seed + 1)
+    return Candidates(len(examples), len(deduped), unique, dups)
+
+
 def extract(raw_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, dedup: str = "best",
             near_dup_threshold: float = 0.7, shingle_k: int = 3, rejected: Iterable[tuple[str, int]] = (),
             valid_fraction: float = 0.1, seed: int = 0) -> ExtractResult:
@@ -264,19 +283,42 @@ def extract(raw_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     ``rejected`` holds the (probe_id, sample_idx) keys a reviewer rejected
     (see :func:`lekutils.review.rejected_keys`). Raises ``ValueError`` when nothing is left to train on.
     """
-    examples = load_examples(raw_path)
-    deduped = dedup_per_probe(examples, dedup)
-    unique, dups = remove_near_duplicates(deduped, threshold=near_dup_threshold, k=shingle_k, seed=seed + 1)
+    cand = candidates(raw_path, dedup=dedup, near_dup_threshold=near_dup_threshold, shingle_k=shingle_k,
+                      seed=seed)
     rejected_set = set(rejected)
-    reviewed = [e for e in unique if e.key not in rejected_set]
-    dropped_review = [e.key for e in unique if e.key in rejected_set]
+    reviewed = [e for e in cand.examples if e.key not in rejected_set]
+    dropped_review = [e.key for e in cand.examples if e.key in rejected_set]
     if not reviewed:
-        raise ValueError(f"{raw_path}: no training examples left (kept {len(examples)}, after dedup "
-                         f"{len(deduped)}, near-duplicates {len(dups)}, rejected in review {len(dropped_review)})")
+        raise ValueError(f"{raw_path}: no training examples left (kept {cand.loaded}, after dedup "
+                         f"{cand.after_dedup}, near-duplicates {len(cand.near_duplicates)}, rejected in review "
+                         f"{len(dropped_review)})")
     train, valid = split_train_valid(reviewed, valid_fraction=valid_fraction, seed=seed)
     out = Path(out_dir)
     train_path = atomic_write_jsonl(out / "train.jsonl", [e.chat() for e in train])
     valid_path = atomic_write_jsonl(out / "valid.jsonl", [e.chat() for e in valid])
     log.info("extracted %d train / %d valid examples from %s", len(train), len(valid), raw_path)
-    return ExtractResult(len(examples), len(deduped), dups, dropped_review, train, valid,
+    return ExtractResult(cand.loaded, cand.after_dedup, cand.near_duplicates, dropped_review, train, valid,
                          category_stats(reviewed), train_path, valid_path)
+
+
+def check_mlx_dataset(data_dir: str | os.PathLike[str], tokenizer: Any, *, mask_prompt: bool = True) -> dict[str, int]:
+    """Load ``train``/``valid`` with ``mlx_lm.tuner.datasets.load_dataset`` and tokenize every example.
+
+    Returns ``{"train": n, "valid": n, "train_tokens": n, "valid_tokens": n}``; raises if a line fails.
+    """
+    from types import SimpleNamespace
+
+    from mlx_lm.tuner.datasets import load_dataset
+
+    args = SimpleNamespace(data=str(data_dir), train=True, test=False, hf_dataset=False, mask_prompt=mask_prompt)
+    train, valid, _ = load_dataset(args, tokenizer)
+    out: dict[str, int] = {}
+    for name, ds in (("train", train), ("valid", valid)):
+        total = 0
+        for i in range(len(ds)):
+            tokens, offset = ds.process(ds[i])
+            if not tokens or offset >= len(tokens):
+                raise ValueError(f"{data_dir}/{name}.jsonl line {i + 1}: empty completion after tokenization")
+            total += len(tokens)
+        out[name], out[f"{name}_tokens"] = len(ds), total
+    return out

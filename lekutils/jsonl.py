@@ -144,7 +144,10 @@ class JsonlStore:
                 fh.flush()
                 os.fsync(fh.fileno())
         problems: list[Problem] = []
-        for n, line in enumerate(data[:good_end].decode("utf-8").splitlines(), start=1):
+        # split on b"\n" only: str.splitlines() also breaks on U+2028/U+2029/U+0085, which
+        # json.dumps(ensure_ascii=False) writes raw inside strings
+        for n, raw in enumerate(data[:good_end].split(b"\n"), start=1):
+            line = raw.decode("utf-8")
             if not line.strip():
                 continue
             try:

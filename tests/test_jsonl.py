@@ -40,3 +40,11 @@ def test_store_keeps_complete_record_without_newline(tmp_path):
 def test_atomic_write_leaves_no_temp(tmp_path):
     atomic_write_json(tmp_path / "a" / "m.json", {"x": 1})
     assert [f.name for f in (tmp_path / "a").iterdir()] == ["m.json"]
+
+
+def test_store_reopens_records_with_unicode_line_separators(tmp_path):
+    p = tmp_path / "s.jsonl"
+    text = "a\u2028b\u2029c\u0085d"
+    JsonlStore(p, key=lambda r: r["id"]).append({"id": 1, "text": text})
+    again = JsonlStore(p, key=lambda r: r["id"])
+    assert again.records() == [{"id": 1, "text": text}]
