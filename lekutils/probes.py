@@ -174,7 +174,8 @@ def load_probe_file(path: PathLike) -> list[tuple[int, Probe]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(path, f"not UTF-8 text (byte {e.start})") from e
-    is_jsonl = path.suffix.lower() in (".jsonl", ".ndjson") or not text.lstrip().startswith("[")
+    suffix = path.suffix.lower()
+    is_jsonl = suffix in (".jsonl", ".ndjson") or (suffix != ".json" and not text.lstrip().startswith("["))
     items, problems = _parse_jsonl(text) if is_jsonl else _parse_json_list(text)
     if not items and not problems:
         problems.append(Problem("no probes in file"))
@@ -268,3 +269,44 @@ def counts_by(probes: Iterable[Probe], key: str = "domain") -> dict[str, int]:
         k = str(getattr(p, key) if key in ("domain", "category", "rephrase_type") else p.extra.get(key))
         counts[k] = counts.get(k, 0) + 1
     return counts
+
+
+def _file_sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_probe_sets(sets: dict[str, Sequence[PathLike]], out_dir: PathLike, *,
+                     rephrase_sets: Sequence[str] = (), skip_missing: bool = False) -> dict[str, Any]:
+    """Load and validate every named set, then write ``<out_dir>/<name>.json`` (and
+    ``<name>-rephrased.json`` for ``rephrase_sets``) plus ``<out_dir>/index.json``.
+
+    All sets are validated before anything is written. ``skip_missing`` skips a set whose files
+    do not all exist (e.g. upstream seeds on a machine without them) instead of failing.
+    Returns the index: per written set its ``path``, ``n``, ``hash``, per-domain ``counts`` and
+    ``sources`` (file -> sha256); skipped sets under ``"skipped"``.
+    """
+    unknown = [n for n in rephrase_sets if n not in sets]
+    if unknown:
+        raise ValueError(f"rephrase_sets names unknown sets: {unknown} (known: {sorted(sets)})")
+    out_dir = Path(out_dir)
+    loaded: dict[str, list[Probe]] = {}
+    sources: dict[str, dict[str, str]] = {}
+    skipped: dict[str, list[str]] = {}
+    for name, files in sets.items():
+        paths = [Path(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing and skip_missing:
+            skipped[name] = missing
+            continue
+        loaded[name] = load_probes(*paths)
+        sources[name] = {str(p): _file_sha256(p) for p in paths}
+        if name in rephrase_sets:
+            loaded[f"{name}-rephrased"] = rephrase(loaded[name])
+            sources[f"{name}-rephrased"] = sources[name]
+    index: dict[str, Any] = {"sets": {}, "skipped": skipped}
+    for name, probes in loaded.items():
+        path = save_probes(probes, out_dir / f"{name}.json")
+        index["sets"][name] = {"path": str(path), "n": len(probes), "hash": probes_hash(probes),
+                               "counts": counts_by(probes), "sources": sources[name]}
+    atomic_write_json(out_dir / "index.json", index)
+    return index
