@@ -379,7 +379,7 @@ def make_iterate_batches(seed: int, skip: int) -> Callable[..., Iterator]:
     """mlx-lm's ``iterate_batches`` with a private seeded RNG for the training order (validation
     cannot shift it) that skips the first ``skip`` training batches (already consumed)."""
 
-    def iterate(dataset, batch_size, max_seq_length, loop=False, seed_=None, comm_group=None, **kw):  # noqa: ARG001
+    def iterate(dataset, batch_size, max_seq_length, loop=False, comm_group=None, **_kw):
         gen = mlx_iterate_batches(dataset, batch_size, max_seq_length, loop=loop, comm_group=comm_group)
         if not loop:
             return gen
@@ -416,8 +416,6 @@ class _PhaseCallback(TrainingCallback):
         self.ckpt_extra, self.progress = ckpt_extra, progress
         self.ckpt_steps = set(cfg.checkpoint_steps())
         self.val_steps = set(cfg.val_steps())
-        self.train_s = 0.0
-        self.new_tokens = 0
 
     def on_train_loss_report(self, info: dict) -> None:
         step = self.start + int(info["iteration"])
@@ -425,8 +423,6 @@ class _PhaseCallback(TrainingCallback):
         it_s = float(info["iterations_per_second"])
         n_tok = int(round(tok_s / it_s)) if it_s > 0 else 0
         self.tokens += n_tok
-        self.new_tokens += n_tok
-        self.train_s += 1.0 / it_s if it_s > 0 else 0.0
         row: dict[str, Any] = {
             "step": step, "train_loss": float(info["train_loss"]), "val_loss": None,
             "learning_rate": float(info["learning_rate"]), "tokens_per_s": tok_s, "steps_per_s": it_s,
@@ -448,9 +444,14 @@ def _validator(model: nn.Module, valid: Any, cfg: PhaseConfig) -> Callable[[], f
     if valid is None or len(valid) < cfg.batch_size:
         return None
 
-    def val() -> float:
-        loss = evaluate(model=model, dataset=valid, batch_size=cfg.batch_size, num_batches=cfg.val_batches,
-                        max_seq_length=cfg.max_seq_length)
+    def val() -> float:  # the same validation batches every time (fixed RNG for their order)
+        outer = np.random.get_state()
+        np.random.seed(cfg.seed)
+        try:
+            loss = evaluate(model=model, dataset=valid, batch_size=cfg.batch_size, num_batches=cfg.val_batches,
+                            max_seq_length=cfg.max_seq_length)
+        finally:
+            np.random.set_state(outer)
         model.train()
         return float(loss)
 
@@ -508,7 +509,8 @@ def train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: st
         metrics = read_jsonl(out_dir / METRICS_FILE) if (out_dir / METRICS_FILE).exists() else []
         return _result_from_lineage(out_dir, done, metrics)
 
-    # LoRA layers, previous phase's weights, frozen base
+    # LoRA layers (seeded init), previous phase's weights, frozen base
+    mx.random.seed(_rng_seed(cfg.seed, 0))
     apply_lora(model, cfg.num_layers, cfg.lora_parameters())
     if prev_info is not None:
         load_adapter_weights(model, Path(prev_info["path"]) / ADAPTER_FILE)
@@ -543,6 +545,29 @@ def train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: st
         atomic_write_jsonl(mpath, kept)
     store = JsonlStore(mpath, key=lambda r: r["step"])
 
+    with open(out_dir / LOG_FILE, "a", encoding="utf-8") as logfh, contextlib.redirect_stdout(logfh), \
+            _quiet_mlx_console():
+        _run(model, tokenizer, cfg, optimizer, train_recs, valid_recs, store, out_dir, start, ckpt, key, progress)
+    return _finish(model, cfg, out_dir, store, start, ckpt, key, trainable, total, model_info, data, prev_info)
+
+
+@contextlib.contextmanager
+def _quiet_mlx_console() -> Iterator[None]:
+    """Silence mlx-lm's rich console (its progress display bypasses stdout in Jupyter)."""
+    from mlx_lm.cli_ui import make_console
+
+    console = make_console()
+    before = (console.quiet, console.is_jupyter)
+    console.quiet, console.is_jupyter = True, False
+    try:
+        yield
+    finally:
+        console.quiet, console.is_jupyter = before
+
+
+def _run(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, optimizer: optim.Optimizer, train_recs: list,
+         valid_recs: list, store: JsonlStore, out_dir: Path, start: int, ckpt: dict | None, key: str,
+         progress: Callable[[int, int, dict], None] | None) -> None:
     ds_cfg = types.SimpleNamespace(mask_prompt=cfg.mask_prompt)
     train_ds = CacheDataset(create_dataset(train_recs, tokenizer, ds_cfg))
     valid_ds = CacheDataset(create_dataset(valid_recs, tokenizer, ds_cfg)) if valid_recs else None
@@ -560,10 +585,13 @@ def train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: st
                             steps_per_report=1, steps_per_eval=_NEVER, steps_per_save=_NEVER,
                             max_seq_length=cfg.max_seq_length, adapter_file=str(out_dir / ADAPTER_FILE),
                             grad_checkpoint=cfg.grad_checkpoint, grad_accumulation_steps=cfg.grad_accumulation)
-        with open(out_dir / LOG_FILE, "a", encoding="utf-8") as logfh, contextlib.redirect_stdout(logfh):
-            mlx_train(model=model, optimizer=optimizer, train_dataset=train_ds, val_dataset=None, args=args,
-                      iterate_batches=make_iterate_batches(cfg.seed, start), training_callback=cb)
+        mlx_train(model=model, optimizer=optimizer, train_dataset=train_ds, val_dataset=None, args=args,
+                  iterate_batches=make_iterate_batches(cfg.seed, start), training_callback=cb)
 
+
+def _finish(model: nn.Module, cfg: PhaseConfig, out_dir: Path, store: JsonlStore, start: int, ckpt: dict | None,
+            key: str, trainable: int, total: int, model_info: Mapping[str, Any] | None, data: dict,
+            prev_info: dict | None) -> PhaseResult:
     _save_safetensors_atomic(out_dir / ADAPTER_FILE, dict(tree_flatten(model.trainable_parameters())))
     metrics = store.records()
     train_rows = [r for r in metrics if r.get("train_loss") is not None]
@@ -616,6 +644,29 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def mlx_model_dir(spec: str) -> str:
+    """A folder ``mlx_lm.load`` reads for a model spec: a folder as is, else our loader's converted copy."""
+    if Path(spec).is_dir():
+        return str(spec)
+    from lekutils import models
+
+    src = models.resolve(spec)
+    if src.path is not None and src.kind in ("embedded", "gguf"):
+        d = models.converted_dir(src.path, models.default_dtype(), source_info={"spec": src.spec})
+        if not (Path(d) / "config.json").exists():
+            models.load(spec)  # converts once into the cache
+        return str(d)
+    return str(src.path or spec)
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """The architecture fields of an mlx-lm model (its ``args``), for :mod:`lekutils.budget`."""
+    args = getattr(model, "args", None)
+    if args is None:
+        return {}
+    return dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(vars(args))
+
+
 # ------------------------------------------------------------------------------------ figures/tables
 
 def metrics_frame(metrics: list[dict[str, Any]]) -> Any:
@@ -627,18 +678,15 @@ def metrics_frame(metrics: list[dict[str, Any]]) -> Any:
 
 def plot_loss(metrics: list[dict[str, Any]], title: str = "") -> Any:
     """Training and validation loss against step (a matplotlib Figure)."""
-    import matplotlib
-
-    matplotlib.use(matplotlib.get_backend())
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.0, 3.2))
     tr = [(r["step"], r["train_loss"]) for r in metrics if r.get("train_loss") is not None]
     va = [(r["step"], r["val_loss"]) for r in metrics if r.get("val_loss") is not None]
     if tr:
-        ax.plot(*zip(*tr), label="train", lw=1.2)
+        ax.plot(*zip(*tr, strict=True), label="train", lw=1.2)
     if va:
-        ax.plot(*zip(*va), "o-", label="validation", lw=1.2)
+        ax.plot(*zip(*va, strict=True), "o-", label="validation", lw=1.2)
     ax.set_xlabel("step (micro-batch)")
     ax.set_ylabel("loss")
     ax.set_title(title)
