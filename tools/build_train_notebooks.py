@@ -280,7 +280,10 @@ gates:
   kernel_response: {{above_vs_base: -6.0}}
   degeneration: {{max_vs_base: 1}}
 degeneration_at: 1.0
-allow_gate_failure: false
+# smoke: a 135M model after 8 steps on a handful of examples moves its 32-token scores by noise, so a
+# failed gate is recorded (gates.json, tables, report) but does not stop the demonstration pipeline;
+# the gemma3-27b profile stops on any failed gate.
+allow_gate_failure: true
 curriculum_plan: {SMOKE_PLAN}
 budget_bits: 4
 budget_seq_len: 4096
