@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lekutils.errors import DataError, Problem
-from lekutils.jsonl import JsonlStore, atomic_write_jsonl, iter_jsonl
+from lekutils.jsonl import JsonlStore, atomic_write_jsonl
 from lekutils.kernels import BASELINE, Condition, kernel_hashes
 from lekutils.probes import Probe, probes_hash
+from lekutils.records import read_ab_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -293,31 +294,7 @@ def run_name(model: str, adapter_path: PathLike | None = None) -> str:
 
 
 def _read_ab(path: PathLike) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    path = Path(path)
-    probes: list[dict[str, Any]] = []
-    summary: dict[str, Any] | None = None
-    problems: list[Problem] = []
-    for n, rec in iter_jsonl(path):
-        kind = rec.get("type", "probe" if "conditions" in rec else None)
-        if kind == "summary":
-            summary = rec
-            continue
-        if kind != "probe":
-            problems.append(Problem(f"unknown record type {rec.get('type')!r}", line=n, field="type"))
-            continue
-        if not isinstance(rec.get("id"), str) or not rec["id"]:
-            problems.append(Problem("missing or not a string", line=n, field="id"))
-        conds = rec.get("conditions")
-        if not isinstance(conds, dict) or not conds:
-            problems.append(Problem("missing or empty object", line=n, field="conditions"))
-            continue
-        for name, c in conds.items():
-            if not isinstance(c, dict) or not isinstance(c.get("lek_score"), (int, float)):
-                problems.append(Problem("needs a numeric 'lek_score'", line=n, field=f"conditions.{name}"))
-        probes.append(rec)
-    if problems:
-        raise DataError(path, problems)
-    return probes, summary
+    return read_ab_file(path, need_score=True)
 
 
 def load_ab(path: PathLike) -> list[dict[str, Any]]:

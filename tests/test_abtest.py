@@ -68,7 +68,7 @@ def test_reader_errors(tmp_path: Path) -> None:
     f.write_text("\n".join(lines[:3]) + "\n")
     with pytest.raises(DataError) as e:
         load_ab(f)
-    assert [(p.line, p.field) for p in e.value.problems] == [(2, "conditions.baseline"), (3, "type")]
+    assert [(p.line, p.field) for p in e.value.problems] == [(2, "conditions.baseline.lek_score"), (3, "type")]
 
 
 def test_partial_path() -> None:

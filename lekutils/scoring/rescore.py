@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lekutils.errors import DataError, Problem
-from lekutils.jsonl import atomic_write_jsonl, iter_jsonl
+from lekutils.jsonl import atomic_write_jsonl
 from lekutils.scoring.batch import score_rows
 from lekutils.scoring.registry import KEYS, Scorer, get_scorer, is_v2_heuristic, mean_score
 
@@ -62,31 +61,9 @@ def stored_scorer_of(condition: Record, record: Record) -> str:
 
 def read_ab_lines(path: str | os.PathLike[str]) -> tuple[list[Record], Record | None]:
     """Probe records and summary (or None) of an A/B file; every problem of the file in one DataError."""
-    probes: list[Record] = []
-    summary: Record | None = None
-    problems: list[Problem] = []
-    for n, rec in iter_jsonl(path):
-        kind = rec.get("type", "probe" if "conditions" in rec else None)
-        if kind == "summary":
-            summary = rec
-            continue
-        if kind != "probe":
-            problems.append(Problem(f"unknown record type {rec.get('type')!r} (expected 'probe' or 'summary')",
-                                    line=n, field="type"))
-            continue
-        conds = rec.get("conditions")
-        if not isinstance(conds, dict) or not conds:
-            problems.append(Problem("missing or not a non-empty object", line=n, field="conditions"))
-            continue
-        for name, c in conds.items():
-            if not isinstance(c, dict) or not isinstance(c.get("response"), str):
-                problems.append(Problem("needs a string 'response'", line=n, field=f"conditions.{name}.response"))
-            elif "lek_score" in c and not isinstance(c["lek_score"], (int, float)):
-                problems.append(Problem("not a number", line=n, field=f"conditions.{name}.lek_score"))
-        probes.append(rec)
-    if problems:
-        raise DataError(path, problems)
-    return probes, summary
+    from lekutils.records import read_ab_file
+
+    return read_ab_file(path, need_response=True, need_score=False)
 
 
 def rescore_records(records: Sequence[Record], scorer: str | Scorer = "v2",
