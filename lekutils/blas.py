@@ -90,7 +90,10 @@ def blas_env() -> dict[str, str]:
         if rt is None:
             return {}
         env["LD_LIBRARY_PATH"] = ":".join(x for x in [str(rt), os.environ.get("LD_LIBRARY_PATH", "")] if x)
-    env["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS", str(os.cpu_count() or 1))
+    # One BLAS thread unless the user says otherwise: OpenBLAS threads spin-wait, and with any other
+    # busy process on the machine (a notebook kernel beside its runner, parallel tests) two threads
+    # ran the engine 3.4x slower than one on the 2-core machines here.
+    env["OPENBLAS_NUM_THREADS"] = os.environ.get("OPENBLAS_NUM_THREADS", "1")
     return env
 
 

@@ -513,8 +513,7 @@ def run_pipeline(
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "manifest.json"
     atomic_write_json(manifest_path, manifest)
-    if not kernel_installed():
-        install_kernel()
+    install_kernel()  # (re)written each run so the kernel's BLAS environment matches this venv
     total_start = time.time()
     for i, ex in enumerate(executions):
         entry = manifest["executions"][i]
