@@ -320,9 +320,12 @@ def convert_gguf(gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[s
         build_tokenizer_files(g, tmp)
         info = {"source": str(g.path), "architecture": g.arch, "dtype": dtype, **(source_info or {})}
         (tmp / "lekutils_source.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:  # another process finished the same conversion first: keep theirs
+            if not (out_dir / "model.safetensors").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

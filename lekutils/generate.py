@@ -1,0 +1,465 @@
+"""Batched generation with a shared-prefix KV cache, per-row sampling streams and resumability.
+
+How :class:`Engine` generates ``requests x n_samples``:
+
+1. Each request becomes a chat prompt (:func:`lekutils.chat.build_prompt`). Prompts with the
+   same system text share a token prefix (the kernel). That prefix is prefilled ONCE per engine
+   (kept in a small LRU) and its KV cache is reused for every probe and sample.
+2. Each request's remaining prompt tokens are prefilled once on a copy of the prefix cache; all
+   samples of the request start from that cache.
+3. Up to ``batch_size`` rows (request, sample) of one prefix are decoded together: their caches
+   are merged into mlx-lm's left-padded batch caches (``BatchKVCache`` / ``BatchRotatingKVCache``,
+   per-row RoPE offsets and masks), except that full-attention layers keep ONE copy of the prefix
+   for the whole batch (:mod:`lekutils.models.shared_prefix`); a row leaves the batch at EOS /
+   end-of-turn or at ``max_tokens``.
+4. Sampling of row ``(key, sample_idx)`` draws its uniforms from its own stream seeded by
+   ``(seed, key, sample_idx)`` (:func:`sample_seed`), so a result does not depend on which other
+   rows share its batch: same requests + same settings -> same texts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lekutils.chat import PromptInfo, build_prompt
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Engine", "GenerationRequest", "GenerationResult", "SamplerSettings", "generate_resumable",
+           "sample_seed"]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Sampling settings; ``temperature == 0`` is greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt: ``user`` text, optional ``system`` text (the kernel), ``n_samples`` samples."""
+
+    key: str
+    user: str
+    system: str | None = None
+    n_samples: int = 1
+
+
+@dataclass
+class GenerationResult:
+    """One sample. Times are wall-clock seconds; ``prefill_s`` is this row's share of prefill."""
+
+    key: str
+    sample_idx: int
+    text: str
+    prompt_tokens: int
+    generation_tokens: int
+    finish_reason: str  # "stop" | "length"
+    prompt_format: str
+    time_s: float
+    prefill_s: float
+    decode_s: float
+    sampler: dict
+    seed: int
+    model: str | None = None
+    tokens: list[int] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("tokens")
+        return d
+
+
+def sample_seed(seed: int, key: str, sample_idx: int) -> int:
+    """The 63-bit seed of one row's sampling stream, from (seed, key, sample_idx) only."""
+    h = hashlib.sha256(f"{seed}\x00{key}\x00{sample_idx}".encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+_TOP_K = 1024  # candidates sorted for top-p (falls back to a full sort when their mass < top_p)
+_SENTINELS = ("A", "Z", "1", ".", "yes", "no", "the", "Hello")
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass
+class _Prompt:
+    info: PromptInfo
+    prefix: tuple[int, ...]  # shared-prefix tokens (may be empty)
+
+
+@dataclass
+class _ReqCache:
+    """A request's prefilled cache; layers in ``suffix_only`` hold only the tokens after ``start``
+    (the first ``start`` tokens live in ``base``, the engine's shared prefix cache)."""
+
+    layers: list[Any]
+    seconds: float
+    base: list[Any] | None = None
+    start: int = 0
+    suffix_only: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _Row:
+    req: int
+    sample_idx: int
+    rng: np.random.Generator
+    seed: int
+    tokens: list[int] = field(default_factory=list)
+    finish: str | None = None
+
+
+class Engine:
+    """Generate many prompts x N samples with a model and tokenizer from :func:`lekutils.models.load`."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, model_spec: str | None = None,
+                 prefill_step_size: int = 1024, prefix_cache_size: int = 4, shared_prefix: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.model_spec = model_spec
+        self.prefill_step_size = prefill_step_size
+        from lekutils.models.shared_prefix import install
+
+        #: decode attends to ONE copy of the kernel's KV for the whole batch (see models.shared_prefix)
+        self.shared_prefix = bool(shared_prefix) and install(model)
+        self.stop_ids = set(getattr(tokenizer, "eos_token_ids", None) or [])
+        if not self.stop_ids and getattr(tokenizer, "eos_token_id", None) is not None:
+            self.stop_ids = {tokenizer.eos_token_id}
+        self._prefixes: OrderedDict[tuple[int, ...], tuple[list[Any], float]] = OrderedDict()
+        self._prefix_cache_size = prefix_cache_size
+        self.stats: dict[str, float] = {"prefix_prefills": 0, "prefix_hits": 0, "prefill_tokens": 0,
+                                        "decode_tokens": 0, "prefill_s": 0.0, "decode_s": 0.0,
+                                        "shared_prefix_batches": 0}
+
+    # -- prompts and caches -------------------------------------------------------------------
+    def _prefix_tokens(self, system: str | None) -> tuple[int, ...]:  # also without a system text:
+        # templates often inject a default system prompt (SmolLM2), which is shared too
+        """Tokens every prompt with this system text starts with: the common prefix of prompts with
+        a few different sentinel user texts (independent of the actual probes, so it is the same in
+        every call and the prefix LRU hits)."""
+        first = build_prompt(self.tokenizer, _SENTINELS[0], system).tokens
+        n = len(first)
+        for u in _SENTINELS[1:]:
+            n = min(n, _lcp(first, build_prompt(self.tokenizer, u, system).tokens))
+        return tuple(first[:n])
+
+    def _prefill(self, tokens: Sequence[int], cache: list[Any]) -> None:
+        import mlx.core as mx
+
+        x = mx.array(list(tokens))[None]
+        for i in range(0, x.shape[1], self.prefill_step_size):
+            self.model(x[:, i: i + self.prefill_step_size], cache=cache)
+            mx.eval([c.state for c in cache])
+        self.stats["prefill_tokens"] += len(tokens)
+
+    def _prefix_cache(self, prefix: tuple[int, ...]) -> tuple[list[Any], float]:
+        """The KV cache after ``prefix`` (computed once, LRU) and the seconds it took."""
+        if prefix in self._prefixes:
+            self._prefixes.move_to_end(prefix)
+            self.stats["prefix_hits"] += 1
+            return self._prefixes[prefix]
+        from mlx_lm.models.cache import make_prompt_cache
+
+        t0 = time.perf_counter()
+        cache = make_prompt_cache(self.model)
+        self._prefill(prefix, cache)
+        entry = (cache, time.perf_counter() - t0)
+        self._prefixes[prefix] = entry
+        self.stats["prefix_prefills"] += 1
+        while len(self._prefixes) > self._prefix_cache_size:
+            self._prefixes.popitem(last=False)
+        return entry
+
+    def _request_cache(self, p: _Prompt) -> _ReqCache:
+        """Prefill ``prompt[:-1]`` once for all samples of a request, from the shared prefix where possible.
+
+        With shared-prefix decoding, full-attention layers keep only the request's own tokens
+        (the prefix stays in the engine's single copy); other layers keep their whole cache.
+        """
+        import mlx.core as mx
+        from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+        body = p.info.tokens[:-1]
+        n = _lcp(p.prefix, body)
+        t0 = time.perf_counter()
+        cache, base = None, None
+        if n > 0:
+            base, _ = self._prefix_cache(p.prefix)
+            cache = copy.deepcopy(base)
+            extra = len(p.prefix) - n
+            if extra:
+                if all(c.is_trimmable() for c in cache):
+                    for c in cache:
+                        c.trim(extra)
+                else:
+                    cache, n = None, 0
+        if cache is None:
+            cache, n, base = make_prompt_cache(self.model), 0, None
+        if len(body) > n:
+            self._prefill(body[n:], cache)
+        entry = _ReqCache(cache, time.perf_counter() - t0)
+        if self.shared_prefix and base is not None and n == len(p.prefix):
+            for li, c in enumerate(cache):
+                if type(c) is KVCache and type(base[li]) is KVCache:
+                    part = KVCache()
+                    if c.offset > n:
+                        part.keys = mx.contiguous(c.keys[..., n: c.offset, :])
+                        part.values = mx.contiguous(c.values[..., n: c.offset, :])
+                        part.offset = c.offset - n
+                    cache[li] = part
+                    entry.suffix_only.add(li)
+            mx.eval([c.state for c in cache if not c.empty()])
+            entry.base, entry.start = base, n
+        return entry
+
+    # -- sampling -----------------------------------------------------------------------------
+    @staticmethod
+    def _sample(logits: Any, sampler: SamplerSettings, uniforms: np.ndarray) -> Any:
+        """Next token per row: argmax, or inverse-CDF sampling with the rows' own uniforms."""
+        import mlx.core as mx
+
+        if sampler.temperature == 0:
+            return mx.argmax(logits, axis=-1)
+        probs = mx.softmax(logits.astype(mx.float32) / sampler.temperature, axis=-1)
+        order = None
+        if sampler.top_p < 1.0:
+            # The nucleus lies within the top-k tokens whenever their mass reaches top_p: then sort
+            # only those (exact, and far cheaper than sorting the vocabulary); else sort it all.
+            k = min(_TOP_K, probs.shape[-1])
+            top = mx.argpartition(-probs, k - 1, axis=-1)[:, :k]
+            if k < probs.shape[-1] and mx.all(mx.sum(mx.take_along_axis(probs, top, axis=-1), axis=-1)
+                                              >= sampler.top_p).item():
+                cand = mx.take_along_axis(probs, top, axis=-1)
+                sub = mx.argsort(-cand, axis=-1)
+                order = mx.take_along_axis(top, sub, axis=-1)
+            else:
+                order = mx.argsort(-probs, axis=-1)
+            probs = mx.take_along_axis(probs, order, axis=-1)
+            before = mx.cumsum(probs, axis=-1) - probs
+            probs = mx.where(before < sampler.top_p, probs, 0.0)
+        cdf = mx.cumsum(probs, axis=-1)
+        target = mx.array(uniforms.astype(np.float32))[:, None] * cdf[:, -1:]
+        idx = mx.minimum(mx.sum(cdf < target, axis=-1), probs.shape[-1] - 1)
+        if order is None:
+            return idx
+        return mx.take_along_axis(order, idx[:, None], axis=-1)[:, 0]
+
+    # -- decoding -----------------------------------------------------------------------------
+    def _batch_cache(self, entries: list[_ReqCache]) -> list[Any]:
+        """Merge the rows' caches into batch caches; with one shared prefix, its full-attention
+        layers become :class:`SharedPrefixCache` (one prefix copy for the batch)."""
+        import mlx.core as mx
+        from mlx_lm.models.cache import BatchKVCache, KVCache
+
+        from lekutils.models.shared_prefix import SharedPrefixCache
+
+        e0 = entries[0]
+        shared = e0.start > 0 and all(e.base is e0.base and e.start == e0.start for e in entries)
+
+        def whole(e: _ReqCache, li: int) -> Any:
+            """The layer's cache with the prefix tokens put back (rows from different prefixes)."""
+            if li not in e.suffix_only:
+                return e.layers[li]
+            assert e.base is not None
+            c, own = KVCache(), e.layers[li]
+            ks = [e.base[li].keys[..., : e.start, :]] + ([own.keys] if own.offset else [])
+            vs = [e.base[li].values[..., : e.start, :]] + ([own.values] if own.offset else [])
+            c.keys, c.values = mx.concatenate(ks, axis=2), mx.concatenate(vs, axis=2)
+            c.offset = c.keys.shape[2]
+            return c
+
+        out = []
+        for li, layer in enumerate(e0.layers):
+            if shared and all(li in e.suffix_only for e in entries):
+                assert e0.base is not None
+                pk = e0.base[li].keys[..., : e0.start, :]
+                pv = e0.base[li].values[..., : e0.start, :]
+                out.append(SharedPrefixCache(pk, pv, BatchKVCache.merge([e.layers[li] for e in entries])))
+            else:
+                out.append(type(layer).merge([whole(e, li) for e in entries]))
+        if any(isinstance(c, SharedPrefixCache) for c in out):
+            self.stats["shared_prefix_batches"] += 1
+        return out
+
+    def _decode(self, rows: list[_Row], entries: list[_ReqCache], first: list[int],
+                sampler: SamplerSettings) -> float:
+        """Decode ``rows`` together from their per-row caches; returns the wall time."""
+        import mlx.core as mx
+
+        t0 = time.perf_counter()
+        batch = self._batch_cache(entries)
+        active = list(range(len(rows)))
+        x = mx.array(first)
+        for _ in range(sampler.max_tokens):
+            logits = self.model(x[:, None], cache=batch)[:, -1, :]
+            u = np.array([rows[i].rng.random() for i in active]) if sampler.temperature > 0 else None
+            nxt = self._sample(logits, sampler, u)
+            toks = nxt.tolist()
+            keep = []
+            for j, (i, t) in enumerate(zip(active, toks, strict=True)):
+                r = rows[i]
+                if t in self.stop_ids:
+                    r.finish = "stop"
+                    continue
+                r.tokens.append(t)
+                if len(r.tokens) >= sampler.max_tokens:
+                    r.finish = "length"
+                    continue
+                keep.append(j)
+            self.stats["decode_tokens"] += len(active)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                for c in batch:
+                    c.filter(keep)
+                nxt = nxt[mx.array(keep)]
+                active = [active[j] for j in keep]
+            x = nxt
+        for r in rows:
+            r.finish = r.finish or "length"
+        dt = time.perf_counter() - t0
+        self.stats["decode_s"] += dt
+        return dt
+
+    def generate(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings,
+                 progress: Callable[[int], None] | None = None, *,
+                 only: set[tuple[str, int]] | None = None) -> list[GenerationResult]:
+        """Generate every (request, sample); results in request order, then sample order.
+
+        ``only`` restricts the work to these (key, sample_idx) pairs (used by resumable runs).
+        """
+        keys = [r.key for r in requests]
+        if len(set(keys)) != len(keys):
+            raise ValueError("GenerationRequest keys must be unique")
+        prefixes: dict[str | None, tuple[int, ...]] = {}
+        prompts: list[_Prompt] = []
+        for r in requests:
+            if r.n_samples < 0:
+                raise ValueError(f"request {r.key!r}: n_samples must be >= 0")
+            if r.system not in prefixes:
+                prefixes[r.system] = self._prefix_tokens(r.system)
+            prompts.append(_Prompt(build_prompt(self.tokenizer, r.user, r.system), prefixes[r.system]))
+        work = [(i, s) for i, r in enumerate(requests) for s in range(r.n_samples)
+                if only is None or (r.key, s) in only]
+        per_req = Counter(i for i, _ in work)
+        # rows with the same prefix decode together; a request's samples stay contiguous
+        order = sorted(range(len(work)), key=lambda w: (prompts[work[w][0]].prefix, work[w][0], work[w][1]))
+        batches: list[list[tuple[int, int]]] = []  # cut per prefix group, then by batch_size
+        for w in order:
+            i, s = work[w]
+            if (not batches or len(batches[-1]) >= self.batch_size
+                    or prompts[batches[-1][0][0]].prefix != prompts[i].prefix):
+                batches.append([])
+            batches[-1].append((i, s))
+        remaining = Counter(i for i, _ in work)
+        out: dict[tuple[int, int], GenerationResult] = {}
+        req_caches: dict[int, _ReqCache] = {}
+        counted: set[int] = set()
+        for items in batches:
+            for i in sorted({i for i, _ in items} - set(req_caches)):
+                req_caches[i] = self._request_cache(prompts[i])
+            rows = [_Row(i, s, np.random.default_rng(sd), sd)
+                    for i, s in items for sd in [sample_seed(sampler.seed, requests[i].key, s)]]
+            pre_s = {i: req_caches[i].seconds / per_req[i] for i, _ in items}
+            dec_s = self._decode(rows, [req_caches[r.req] for r in rows],
+                                 [prompts[r.req].info.tokens[-1] for r in rows], sampler)
+            self.stats["prefill_s"] += sum(req_caches[i].seconds for i in set(pre_s) - counted)
+            counted.update(pre_s)
+            for r in rows:
+                p = prompts[r.req]
+                text = self.tokenizer.decode(r.tokens)
+                out[(r.req, r.sample_idx)] = GenerationResult(
+                    key=requests[r.req].key, sample_idx=r.sample_idx, text=text,
+                    prompt_tokens=len(p.info.tokens), generation_tokens=len(r.tokens),
+                    finish_reason=r.finish or "length", prompt_format=p.info.format,
+                    time_s=pre_s[r.req] + dec_s, prefill_s=pre_s[r.req], decode_s=dec_s,
+                    sampler=sampler.to_dict(), seed=r.seed, model=self.model_spec, tokens=list(r.tokens))
+            remaining.subtract(i for i, _ in items)
+            for i in {i for i, _ in items}:
+                if remaining[i] <= 0:
+                    req_caches.pop(i, None)
+            if progress is not None:
+                progress(len(rows))
+        return [out[w] for w in work]
+
+
+def generate_resumable(engine: Engine, requests: Sequence[GenerationRequest], sampler: SamplerSettings, *,
+                       is_done: Callable[[str, int], bool],
+                       on_chunk: Callable[[list[GenerationResult]], None],
+                       chunk_size: int | None = None,
+                       progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Generate in fixed chunks of the flattened (request, sample) list, skipping finished chunks.
+
+    Chunks are cut from the work list independently of what is done; a chunk whose every item
+    ``is_done(key, sample_idx)`` is skipped, any other chunk is regenerated whole (all its results
+    go to ``on_chunk``; the caller's store drops keys it already has). Sampling depends only on
+    (seed, key, sample_idx), so a resumed run equals an uninterrupted one.
+    """
+    chunk_size = chunk_size or engine.batch_size
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    work = [(r, s) for r in requests for s in range(r.n_samples)]
+    stats = {"items": len(work), "chunks": 0, "chunks_skipped": 0, "chunks_generated": 0,
+             "generated": 0, "time_s": 0.0}
+    t0 = time.perf_counter()
+    for c in range(0, len(work), chunk_size):
+        chunk = work[c: c + chunk_size]
+        stats["chunks"] += 1
+        if all(is_done(r.key, s) for r, s in chunk):
+            stats["chunks_skipped"] += 1
+            if progress is not None:
+                progress(len(chunk))
+            continue
+        results = _generate_items(engine, chunk, sampler)
+        on_chunk(results)
+        stats["chunks_generated"] += 1
+        stats["generated"] += len(results)
+        if progress is not None:
+            progress(len(chunk))
+    stats["time_s"] = time.perf_counter() - t0
+    return stats
+
+
+def _generate_items(engine: Engine, items: list[tuple[GenerationRequest, int]],
+                    sampler: SamplerSettings) -> list[GenerationResult]:
+    """Generate exactly the given (request, sample_idx) items (sampling depends on no other item)."""
+    by_key: OrderedDict[str, tuple[GenerationRequest, int]] = OrderedDict()
+    for r, s in items:
+        prev = by_key.get(r.key, (r, 0))[1]
+        by_key[r.key] = (r, max(prev, s + 1))
+    reqs = [GenerationRequest(r.key, r.user, r.system, n) for r, n in by_key.values()]
+    return engine.generate(reqs, sampler, only={(r.key, s) for r, s in items})

@@ -1,0 +1,172 @@
+"""Load models by spec: embedded GGUF models, ``.gguf`` files, MLX directories, HF ids.
+
+``load(spec)`` returns ``(model, tokenizer)`` that ``mlx_lm.generate`` and mlx-lm's LoRA tuner
+accept (the tokenizer is mlx-lm's ``TokenizerWrapper``). GGUF files are converted once into an
+MLX model directory under ``lekutils.paths.cache_dir()/models`` and loaded from there afterwards.
+The weight dtype is chosen per device (see :func:`default_dtype`) and recorded in :func:`load_info`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+from lekutils.jsonl import atomic_write_json
+from lekutils.models.specs import (
+    DEFAULT_MODEL,
+    EMBEDDED,
+    VALID_FORMS,
+    ModelPackageMissing,
+    ModelSource,
+    ModelSpecError,
+    resolve,
+)
+from lekutils.paths import cache_dir
+
+__all__ = [
+    "DEFAULT_MODEL", "EMBEDDED", "VALID_FORMS", "ModelPackageMissing", "ModelSource", "ModelSpecError",
+    "converted_dir", "default_dtype", "file_sha256", "fingerprint", "load", "load_info", "resolve",
+]
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the conversion changes, so stale cached conversions are not reused.
+CONVERTER_VERSION = 1
+DTYPES = ("float32", "float16", "bfloat16", "quantized")
+_lock = threading.Lock()
+_INFO: dict[int, dict[str, Any]] = {}
+
+
+def default_dtype() -> str:
+    """The weight dtype for this device, chosen by measurement; ``$LEK_DTYPE`` overrides.
+
+    CPU (Linux/OpenBLAS, measured on 2 cores): float32 matmuls run on the optimized BLAS, while
+    MLX's quantized and half-precision CPU kernels are several times slower, so float32.
+    GPU (Metal or CUDA): half precision halves memory traffic and is the fast path, so bfloat16.
+    """
+    env = os.environ.get("LEK_DTYPE")
+    if env:
+        if env not in DTYPES:
+            raise ValueError(f"LEK_DTYPE={env!r}: expected one of {', '.join(DTYPES)}")
+        return env
+    import mlx.core as mx
+
+    return "bfloat16" if mx.default_device().type == mx.DeviceType.gpu else "float32"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, cached under the cache dir by (path, size, mtime)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    index = cache_dir() / "sha256-index.json"
+    with _lock:
+        try:
+            known = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        if key in known:
+            return known[key]
+    h = hashlib.sha256()
+    with p.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    with _lock:
+        try:
+            known = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        known[key] = digest
+        atomic_write_json(index, known)
+    return digest
+
+
+def converted_dir(gguf_path: str | os.PathLike[str], dtype: str, *, source_info: dict | None = None) -> Path:
+    """The cached MLX directory converted from a GGUF (converting on first use)."""
+    from lekutils.models.convert import convert_gguf
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    digest = file_sha256(gguf_path)
+    out = cache_dir() / "models" / f"{digest[:20]}-{dtype}-v{CONVERTER_VERSION}"
+    if not ((out / "model.safetensors").exists() and (out / "tokenizer.json").exists()):
+        log.info("converting %s to MLX (%s), once", gguf_path, dtype)
+        convert_gguf(gguf_path, out, dtype=dtype, source_info={"sha256": digest, **(source_info or {})})
+    return out
+
+
+def _model_dir(src: ModelSource, dtype: str) -> str:
+    if src.kind in ("embedded", "gguf"):
+        assert src.path is not None
+        return str(converted_dir(src.path, dtype, source_info={"spec": src.spec}))
+    return str(src.path) if src.path is not None else src.spec
+
+
+def _is_quantized(model: Any) -> bool:
+    import mlx.nn as nn
+
+    return any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules())
+
+
+def load(spec: str = DEFAULT_MODEL, adapter_path: str | os.PathLike[str] | None = None, *,
+         dtype: str | None = None) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for a spec, optionally with an mlx-lm LoRA adapter directory.
+
+    ``dtype`` defaults to :func:`default_dtype`; ``"quantized"`` keeps a GGUF's Q4_0/Q4_1/Q8_0
+    tensors as MLX quantized weights (mlx-lm's own quantized path). Float MLX directories and HF
+    models are cast to ``dtype``; quantized ones are left as they are.
+    """
+    import mlx.core as mx
+    import mlx_lm
+
+    src = resolve(spec)
+    dtype = dtype or default_dtype()
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if adapter_path is not None:
+        ap = Path(adapter_path)
+        if not (ap / "adapter_config.json").is_file() or not (ap / "adapters.safetensors").is_file():
+            raise FileNotFoundError(
+                f"{ap}: not an mlx-lm adapter directory (needs adapter_config.json and adapters.safetensors)")
+    model, tokenizer = mlx_lm.load(_model_dir(src, dtype),
+                                   adapter_path=str(adapter_path) if adapter_path is not None else None)
+    if dtype != "quantized" and not _is_quantized(model):
+        model.set_dtype(getattr(mx, dtype))
+    info = {"spec": src.spec, "kind": src.kind, "dtype": dtype,
+            "device": str(mx.default_device()), "adapter": str(adapter_path) if adapter_path else None}
+    _INFO[id(model)] = info
+    weakref.finalize(model, _INFO.pop, id(model), None)
+    log.info("loaded %s (%s, %s)", src.spec, dtype, info["device"])
+    return model, tokenizer
+
+
+def load_info(model: Any) -> dict[str, Any]:
+    """What :func:`load` recorded for this model (spec, kind, dtype, device, adapter), or {}."""
+    return dict(_INFO.get(id(model), {}))
+
+
+def fingerprint(spec: str) -> dict[str, Any]:
+    """Identify a model for manifests: spec, kind, source path, SHA-256 of its weights, size."""
+    src = resolve(spec)
+    out: dict[str, Any] = {"spec": src.spec, "kind": src.kind, "name": src.name,
+                           "path": str(src.path) if src.path else None, "sha256": None, "size": None}
+    if src.kind in ("embedded", "gguf") and src.path is not None:
+        out["sha256"] = file_sha256(src.path)
+        out["size"] = src.path.stat().st_size
+    elif src.kind == "mlx_dir" and src.path is not None:
+        files = sorted(src.path.glob("*.safetensors"))
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0" + file_sha256(f).encode())
+        out["sha256"] = h.hexdigest() if files else None
+        out["size"] = sum(f.stat().st_size for f in files)
+    if src.kind == "embedded" and src.name in EMBEDDED:
+        out["package"] = EMBEDDED[src.name].package
+    return out

@@ -1,0 +1,124 @@
+"""Decode attention over a KV prefix shared by every row of a batch, without copying it per row.
+
+A batch of B rows that all start with the same P-token kernel would normally hold B copies of the
+kernel's keys and values and read all of them at every decode step (B x P x layers, the main
+cost for long kernels). :class:`SharedPrefixCache` keeps ONE copy of the prefix (batch 1) plus
+mlx-lm's left-padded ``BatchKVCache`` for each row's own tokens (probe + generated). Attention is
+computed in two parts and merged exactly with their log-sum-exp:
+
+- prefix: all B x heads queries against the prefix at once, one matrix product per layer;
+- rows: each row's queries against its own keys (padding masked).
+
+mlx-lm's model files call ``scaled_dot_product_attention(q, k, v, cache=, scale=, mask=)`` from
+their module namespace; :func:`install` wraps that name in the model's attention module(s) so a
+:class:`SharedPrefixCache` is routed here and every other cache goes to mlx-lm's function unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+_PATCHED = "_lek_shared_prefix"
+
+
+class SharedPrefixCache:
+    """One layer's cache: a shared prefix ``(1, H_kv, P, D)`` + per-row ``BatchKVCache`` (decode only)."""
+
+    def __init__(self, prefix_keys: Any, prefix_values: Any, rows: Any):
+        self.prefix_keys = prefix_keys
+        self.prefix_values = prefix_values
+        self.prefix_len = int(prefix_keys.shape[2])
+        self.rows = rows
+
+    @property
+    def offset(self) -> Any:
+        """Per-row absolute positions (prefix + the row's own tokens), for RoPE."""
+        return self.rows.offset + self.prefix_len
+
+    def update_and_fetch(self, keys: Any, values: Any) -> tuple[Any, Any]:
+        return self.rows.update_and_fetch(keys, values)
+
+    def make_mask(self, N: int, return_array: bool = False, **kwargs: Any) -> None:
+        if N != 1:
+            raise ValueError("SharedPrefixCache supports decoding one token at a time")
+        return None  # attend() masks the rows' left padding itself
+
+    def filter(self, batch_indices: Any) -> None:
+        self.rows.filter(batch_indices)
+
+    def is_trimmable(self) -> bool:
+        return False
+
+    @property
+    def state(self) -> list[Any]:
+        return [self.prefix_keys, self.prefix_values, *[s for s in self.rows.state if hasattr(s, "shape")]]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.prefix_keys.nbytes + self.prefix_values.nbytes + self.rows.nbytes)
+
+    def attend(self, queries: Any, keys: Any, values: Any, scale: float) -> Any:
+        """Softmax attention of ``queries (B, Hq, 1, D)`` over prefix + row keys, merged exactly."""
+        import mlx.core as mx
+
+        B, Hq, L, D = queries.shape
+        if L != 1:
+            raise ValueError("SharedPrefixCache supports decoding one token at a time")
+        Hkv = self.prefix_keys.shape[1]
+        rep = Hq // Hkv
+        Dv = self.prefix_values.shape[-1]
+        q = (queries * scale).reshape(B, Hkv, rep, D)
+        # prefix: (1, Hkv, B*rep, D) @ (1, Hkv, D, P): one GEMM per kv head, prefix read once
+        qp = q.transpose(1, 0, 2, 3).reshape(1, Hkv, B * rep, D)
+        sp = qp @ self.prefix_keys.swapaxes(-1, -2)
+        mp = mx.max(sp, axis=-1, keepdims=True)
+        ep = mx.exp(sp - mp)
+        lp = mx.sum(ep, axis=-1, keepdims=True)
+        op = ep @ self.prefix_values
+
+        def per_row(x: Any, d: int) -> Any:
+            return x.reshape(Hkv, B, rep, d).transpose(1, 0, 2, 3)
+
+        op, mp, lp = per_row(op, Dv), per_row(mp, 1), per_row(lp, 1)
+        # rows: (B, Hkv, rep, D) @ (B, Hkv, D, R), left padding masked out
+        sr = q @ keys.swapaxes(-1, -2)
+        R = keys.shape[2]
+        valid = mx.arange(R)[None, :] >= self.rows.left_padding[:, None]
+        sr = mx.where(valid[:, None, None, :], sr, mx.array(-mx.inf, dtype=sr.dtype))
+        mr = mx.max(sr, axis=-1, keepdims=True)  # finite: the current token is always valid
+        er = mx.exp(sr - mr)
+        lr = mx.sum(er, axis=-1, keepdims=True)
+        orow = er @ values
+        m = mx.maximum(mp, mr)
+        a, b = mx.exp(mp - m), mx.exp(mr - m)
+        out = (op * a + orow * b) / (lp * a + lr * b)
+        return out.reshape(B, Hq, 1, Dv).astype(queries.dtype)
+
+
+def install(model: Any) -> bool:
+    """Route :class:`SharedPrefixCache` attention in this model's attention module(s); idempotent.
+
+    Returns False if the model's attention does not call mlx-lm's ``scaled_dot_product_attention``
+    by module-level name (then the engine falls back to per-row cache copies).
+    """
+    modules = {type(m).__module__ for _, m in model.named_modules() if type(m).__name__ == "Attention"}
+    ok = bool(modules)
+    for name in modules:
+        mod = sys.modules.get(name)
+        orig = getattr(mod, "scaled_dot_product_attention", None)
+        if orig is None:
+            ok = False
+            continue
+        if getattr(orig, _PATCHED, False):
+            continue
+
+        def sdpa(queries: Any, keys: Any, values: Any, cache: Any = None, scale: float = 1.0,
+                 mask: Any = None, sinks: Any = None, _orig: Any = orig) -> Any:
+            if isinstance(cache, SharedPrefixCache) and sinks is None:
+                return cache.attend(queries, keys, values, scale)
+            return _orig(queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks)
+
+        setattr(sdpa, _PATCHED, True)
+        mod.scaled_dot_product_attention = sdpa  # type: ignore[union-attr]
+    return ok

@@ -1,0 +1,90 @@
+"""Tiny random MLX models and word-level tokenizers for fast integration tests (no files, no download).
+
+``tiny("llama")`` / ``tiny("gemma3")`` return ``(model, tokenizer)`` shaped like :func:`lekutils.models.load`'s
+output (an mlx-lm model and mlx-lm ``TokenizerWrapper``), small enough that a forward pass takes
+milliseconds. ``chat`` picks the template: ``"system"`` (ChatML with a system role), ``"nosystem"``
+(Gemma-style turns, raising on a system message) or ``None`` (no template: a base model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+WORDS = (
+    "the a an and or but of to in on at for with from by is are was were be been it this that these "
+    "those i you he she we they me him her us them my your our their what which who when where why how "
+    "yes no not good bad kind fair true false help harm people world truth care answer question think "
+    "know say tell ask give take make see hear feel want need can will should must may very more most"
+).split()
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>", "<|im_start|>", "<|im_end|>", "<start_of_turn>",
+            "<end_of_turn>", "system", "user", "assistant", "model")
+
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TURNS = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\n' + m['content'] + "
+    "'<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+def tiny_tokenizer(chat: str | None = "system") -> Any:
+    """A word-level tokenizer over :data:`WORDS` wrapped in mlx-lm's ``TokenizerWrapper``."""
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + tuple(w for w in WORDS if w not in SPECIALS))}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS[:8]])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>",
+                                 unk_token="<unk>", pad_token="<pad>")
+    if chat == "system":
+        hf.chat_template = CHATML
+        eos = [vocab["<eos>"], vocab["<|im_end|>"]]
+    elif chat == "nosystem":
+        hf.chat_template = TURNS
+        eos = [vocab["<eos>"], vocab["<end_of_turn>"]]
+    elif chat is None:
+        eos = [vocab["<eos>"]]
+    else:
+        raise ValueError(f"chat must be 'system', 'nosystem' or None, got {chat!r}")
+    return TokenizerWrapper(hf, eos_token_ids=eos)
+
+
+def tiny_model(arch: str = "llama", vocab_size: int = 256, seed: int = 0, sliding_window: int = 16) -> Any:
+    """A randomly initialised float32 mlx-lm model: ``llama`` or ``gemma3`` (with a small sliding window)."""
+    import mlx.core as mx
+
+    mx.random.seed(seed)
+    if arch == "llama":
+        from mlx_lm.models import llama
+
+        args = llama.ModelArgs(model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                               num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                               vocab_size=vocab_size, rope_theta=10000.0, tie_word_embeddings=True)
+        model = llama.Model(args)
+    elif arch == "gemma3":
+        from mlx_lm.models import gemma3_text
+
+        args = gemma3_text.ModelArgs(model_type="gemma3_text", hidden_size=64, num_hidden_layers=3,
+                                     intermediate_size=128, num_attention_heads=2, head_dim=32,
+                                     num_key_value_heads=1, vocab_size=vocab_size, sliding_window=sliding_window,
+                                     sliding_window_pattern=3, query_pre_attn_scalar=32)
+        model = gemma3_text.Model(args)
+        model.sanitize({})  # no lm_head weight: tie the embeddings, as the real checkpoint does
+    else:
+        raise ValueError(f"arch must be 'llama' or 'gemma3', got {arch!r}")
+    model.set_dtype(mx.float32)
+    mx.eval(model.parameters())
+    return model
+
+
+def tiny(arch: str = "llama", chat: str | None = "system", seed: int = 0, sliding_window: int = 16) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for tests: :func:`tiny_model` and :func:`tiny_tokenizer`."""
+    tok = tiny_tokenizer(chat)
+    return tiny_model(arch, vocab_size=len(tok.get_vocab()), seed=seed, sliding_window=sliding_window), tok
