@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -49,3 +51,16 @@ class ParameterError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.notebook}: " + "; ".join(self.messages)
+
+
+def read_text_file(path: str | os.PathLike[str], what: str, encoding: str = "utf-8") -> tuple[str, bytes]:
+    """``(text, raw bytes)`` of a UTF-8 input file; a :class:`DataError` naming the file otherwise."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, f"cannot read {what}: {e.strerror or e}") from e
+    try:
+        return raw.decode(encoding), raw
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"{what} is not UTF-8 text (byte {e.start})") from e

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lekutils.errors import DataError, Problem
+from lekutils.errors import DataError, Problem, read_text_file
 from lekutils.paths import DATA_DIR
 
 PathLike = str | os.PathLike[str]
@@ -52,14 +52,7 @@ def read_kernel(path: PathLike) -> tuple[str, str]:
     still be valid JSON (a broken file is almost always a mistake); errors name line and column.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(path, f"cannot read kernel file: {e.strerror or e}") from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"kernel is not UTF-8 text (byte {e.start})") from e
+    text, raw = read_text_file(path, "kernel file")
     if not text.strip():
         raise DataError(path, "kernel file is empty")
     if path.suffix.lower() == ".json":

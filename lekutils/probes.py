@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lekutils.errors import DataError, Problem
+from lekutils.errors import DataError, Problem, read_text_file
 from lekutils.jsonl import atomic_write_json
 
 PathLike = str | os.PathLike[str]
@@ -166,14 +166,7 @@ def _validate(line: int, rec: Any) -> list[Problem]:
 def load_probe_file(path: PathLike) -> list[tuple[int, Probe]]:
     """Load and validate one probe file; return ``(line, probe)`` pairs or raise one DataError."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(path, f"cannot read probe file: {e.strerror or e}") from e
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text (byte {e.start})") from e
+    text, _ = read_text_file(path, "probe file", encoding="utf-8-sig")
     suffix = path.suffix.lower()
     is_jsonl = suffix in (".jsonl", ".ndjson") or (suffix != ".json" and not text.lstrip().startswith("["))
     items, problems = _parse_jsonl(text) if is_jsonl else _parse_json_list(text)
