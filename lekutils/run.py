@@ -250,12 +250,12 @@ def resolve(
             if not isinstance(doc, dict):
                 raise DataError(ex.params_file, "expected a mapping of parameter names to values")
             file_params = doc
-        for origin, layer in [(str(ex.params_file or "pipeline.yaml"), {**file_params, **ex.parameters})]:
-            for k, v in layer.items():
-                if k not in specs:
-                    msgs.append(f"unknown parameter '{k}' in {origin}")
-                    continue
-                values[k], sources[k] = v, origin
+        origin = str(ex.params_file or "pipeline.yaml")
+        for k, v in {**file_params, **ex.parameters}.items():
+            if k not in specs:
+                msgs.append(f"unknown parameter '{k}' in {origin}")
+                continue
+            values[k], sources[k] = v, origin
         for origin, layer in layers:
             for k, v in layer.items():
                 scope, _, key = k.partition(".") if k.split(".", 1)[0] in names and "." in k else ("", "", k)
