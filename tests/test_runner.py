@@ -151,7 +151,8 @@ def test_run_executes_and_writes_manifest(profile, tmp_path):
     for pkg in ("mlx", "mlx-lm", "papermill"):
         assert saved["packages"][pkg]
     assert saved["blas"] and saved["python"] and saved["platform"]["machine"]
-    assert str(nb) in json.dumps(saved["inputs"]) or any(v for v in saved["inputs"].values())
+    assert len(saved["inputs"][str(nb)]) == 64  # sha256 of the notebook
+    assert len(saved["inputs"][str(root / "t" / "first.yaml")]) == 64
     seen = json.loads((out / "seen.json").read_text())
     assert seen["verbose"] is True and seen["steps"] == 7  # the second execution ran last
     executed = nbformat.read(str(out / "notebooks" / "second.ipynb"), as_version=4)
