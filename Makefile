@@ -32,7 +32,7 @@ lint: setup
 	$(PY) -m ruff check lekutils tests tools
 
 strip: setup
-	$(PY) -c "import sys, glob; from lekutils.hygiene import strip_notebook; [print('stripped', p) for p in sorted(glob.glob('notebooks/*.ipynb')) if strip_notebook(p)]"
+	$(PY) -c "import sys, glob; from lekutils.runner.hygiene import strip_notebook; [print('stripped', p) for p in sorted(glob.glob('notebooks/*.ipynb')) if strip_notebook(p)]"
 
 clean-runs:
 	rm -rf runs/

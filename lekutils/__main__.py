@@ -8,15 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
-from lekutils.blas import reexec_with_fast_blas
+from lekutils.core.blas import reexec_with_fast_blas
 
 # Command modules providing add_parser(subparsers) and run(args) -> int, registered when present.
-_COMMAND_MODULES = ("lekutils.cli_score",)
+_COMMAND_MODULES = ("lekutils.runner.cmd_score",)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from lekutils import run as runner
-    from lekutils.errors import DataError, ParameterError
+    from lekutils.core.errors import DataError, ParameterError
+    from lekutils.runner import run as runner
 
     def on_event(kind: str, ex: runner.Execution, info: dict) -> None:
         if kind == "start":
@@ -47,7 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_kernel(args: argparse.Namespace) -> int:
-    from lekutils.run import install_kernel
+    from lekutils.runner.run import install_kernel
 
     print(f"installed kernel spec in {install_kernel(args.name)}")
     return 0

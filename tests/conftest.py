@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.blas import reexec_needed, reexec_with_fast_blas
-from lekutils.paths import upstream_dir
+from lekutils.core.blas import reexec_needed, reexec_with_fast_blas
+from lekutils.core.paths import upstream_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Re-exec the test session once with OpenBLAS preloaded (Linux; see lekutils.blas)."""
+    """Re-exec the test session once with OpenBLAS preloaded (Linux; see lekutils.core.blas)."""
     if config.pluginmanager.hasplugin("xdist") and os.environ.get("PYTEST_XDIST_WORKER"):
         return
     if not reexec_needed():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.abtest import ab_frame, load_ab, load_ab_summary, partial_path, summarize
-from lekutils.errors import DataError
+from lekutils.core.errors import DataError
+from lekutils.tasks.abtest import ab_frame, load_ab, load_ab_summary, partial_path, summarize
 
 AB_FILES = ["ab-base-1b-mlxlm.jsonl", "ab-base-27b-mlxlm.jsonl", "ab-base-gemma3-12b-mlxlm.jsonl",
             "ab-lek-gemma3-1b-v1-mlxlm.jsonl", "ab-p100-gemma3-12b-mlxlm.jsonl"]
@@ -76,8 +76,8 @@ def test_partial_path() -> None:
 
 
 def test_select_probes_run_name_adapter_info(tmp_path: Path) -> None:
-    from lekutils.abtest import adapter_info, run_name, select_probes
-    from lekutils.probes import Probe
+    from lekutils.data.probes import Probe
+    from lekutils.tasks.abtest import adapter_info, run_name, select_probes
 
     ps = [Probe(f"P{i}", "c", "p") for i in range(5)]
     assert [p.id for p in select_probes(ps, max_probes=2)] == ["P0", "P1"]

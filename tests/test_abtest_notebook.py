@@ -16,8 +16,8 @@ def test_80_ab_test_notebook_smoke(tmp_path: Path, repo_root: Path, upstream: Pa
     import papermill as pm
     import yaml
 
-    from lekutils.abtest import load_ab, load_ab_summary, summarize
-    from lekutils.probes import build_probe_sets
+    from lekutils.data.probes import build_probe_sets
+    from lekutils.tasks.abtest import load_ab, load_ab_summary, summarize
 
     run_dir = tmp_path / "run"
     build_probe_sets({"eval": [repo_root / "data" / "probes" / "eval-v1.json"]}, run_dir / "probes")

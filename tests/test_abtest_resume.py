@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.abtest import load_ab, load_ab_summary, partial_path, run_ab, summarize
-from lekutils.errors import DataError
-from lekutils.generate import Engine, SamplerSettings
-from lekutils.kernels import conditions
-from lekutils.models.tiny import tiny
-from lekutils.probes import load_probes
+from lekutils.core.errors import DataError
+from lekutils.data.kernels import conditions
+from lekutils.data.probes import load_probes
+from lekutils.engine.base import SamplerSettings
+from lekutils.engine.local import Engine
+from lekutils.engine.models.tiny import tiny
+from lekutils.tasks.abtest import load_ab, load_ab_summary, partial_path, run_ab, summarize
 
 EVAL = Path(__file__).resolve().parents[1] / "data" / "probes" / "eval-v1.json"
 
@@ -89,11 +90,12 @@ def test_stale_work_file_replaced_or_refused(tmp_path: Path) -> None:
 
 SCRIPT = """
 import sys, time
-from lekutils.abtest import run_ab
-from lekutils.generate import Engine, SamplerSettings
-from lekutils.kernels import conditions
-from lekutils.models.tiny import tiny
-from lekutils.probes import load_probes
+from lekutils.tasks.abtest import run_ab
+from lekutils.engine.base import SamplerSettings
+from lekutils.engine.local import Engine
+from lekutils.data.kernels import conditions
+from lekutils.engine.models.tiny import tiny
+from lekutils.data.probes import load_probes
 model, tok = tiny("llama", "system", seed=1)
 probes = load_probes("data/probes/eval-v1.json")[:{n}]
 pause = float(sys.argv[2])

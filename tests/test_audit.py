@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 import pytest
 
-from lekutils.audit import (
+from lekutils.report.audit import (
     POSITIVE,
     SIGNALS,
     at_cap,

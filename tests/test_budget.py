@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.budget import (
+from lekutils.train.budget import (
     CURRICULUM_MEMORY_GB,
     GEMMA3_27B,
     PhasePlan,
@@ -37,7 +37,7 @@ def test_gemma3_27b_budget_matches_curriculum_scale() -> None:
 
 
 def test_lora_count_matches_mlx_lm_layers() -> None:
-    from lekutils.train import apply_lora, count_params
+    from lekutils.train.phase import apply_lora, count_params
 
     model = apply_lora(make_model(layers=2, hidden=32), 2, {"rank": 4, "scale": 8.0, "dropout": 0.0})
     assert lora_parameter_count(model_args(2, 32), rank=4, num_layers=2) == count_params(model)[0]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lekutils.chat import FORMATS, build_prompt, supports_system_role
-from lekutils.models.tiny import tiny_tokenizer
+from lekutils.engine.chat import FORMATS, build_prompt, supports_system_role
+from lekutils.engine.models.tiny import tiny_tokenizer
 
 
 def test_system_role_template():

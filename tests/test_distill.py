@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.distill import (
+from lekutils.core.errors import DataError
+from lekutils.data.probes import Probe
+from lekutils.tasks.distill import (
     DistillSettings,
     NothingKeptError,
     distill,
@@ -23,8 +25,6 @@ from lekutils.distill import (
     record_key,
     with_rephrasings,
 )
-from lekutils.errors import DataError
-from lekutils.probes import Probe
 
 WORDS = ("however dignity consent autonomy the community might they might imagine like a river I believe "
          "my heart hope fear trust tension dilemma nuanced for example such as Alice Bob 2024 42 ? . , "
@@ -55,7 +55,7 @@ def tiny_engine(batch_size: int = 4, seed: int = 0):
     import mlx.core as mx
     from mlx_lm.models import llama
 
-    from lekutils.generate import Engine
+    from lekutils.engine.local import Engine
 
     tok = tiny_tokenizer()
     args = llama.ModelArgs(model_type="llama", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
@@ -178,10 +178,10 @@ def test_new_threshold_regates_without_generating_again(tmp_path: Path, engine) 
 SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from lekutils.blas import reexec_with_fast_blas
+from lekutils.core.blas import reexec_with_fast_blas
 reexec_with_fast_blas()
 from test_distill import make_probes, settings, tiny_engine
-from lekutils.distill import distill
+from lekutils.tasks.distill import distill
 slow = float(sys.argv[2])
 s = distill(make_probes(8), sys.argv[1], settings(), engine=tiny_engine(),
             progress=lambda n: time.sleep(slow))

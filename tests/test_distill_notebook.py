@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lekutils import run as runner
-from lekutils.paths import NOTEBOOKS_DIR, PARAMS_DIR
+from lekutils.core.paths import NOTEBOOKS_DIR, PARAMS_DIR
+from lekutils.runner import run as runner
 
 NOTEBOOK = NOTEBOOKS_DIR / "10_self_distill.ipynb"
 

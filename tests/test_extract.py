@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from lekutils.errors import DataError
-from lekutils.extract import (
+from lekutils.core.errors import DataError
+from lekutils.tasks.extract import (
     Example,
     category_stats,
     check_mlx_dataset,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from lekutils.generate import (
-    Engine,
+from lekutils.engine.base import (
     GenerationRequest,
     GenerationResult,
     SamplerSettings,
     generate_resumable,
     sample_seed,
 )
-from lekutils.models.tiny import tiny
+from lekutils.engine.local import Engine
+from lekutils.engine.models.tiny import tiny
 
 KERNEL = "be kind and fair and tell the truth " * 4  # 32 words: longer than the gemma window (16)
 REQUESTS = [
@@ -48,7 +48,7 @@ def test_greedy_equals_plain_forward_loop(mt):
     """The engine's greedy tokens equal a plain, uncached argmax loop over the full sequence."""
     import mlx.core as mx
 
-    from lekutils.chat import build_prompt
+    from lekutils.engine.chat import build_prompt
 
     model, tok = mt
     r = REQUESTS[1]
@@ -147,7 +147,7 @@ def test_top_p_candidate_shortcut_matches_full_sort(monkeypatch):
     import mlx.core as mx
     import numpy as np
 
-    import lekutils.generate as g
+    import lekutils.engine.local as g
 
     mx.random.seed(0)
     logits = mx.random.normal((6, 5000)) * 3
@@ -169,8 +169,8 @@ def test_rows_from_different_prefixes_decode_together():
     """Rows whose kernels differ can share a batch: their prefixes are put back into whole caches."""
     import numpy as np
 
-    from lekutils.chat import build_prompt
-    from lekutils.generate import _Prompt, _Row
+    from lekutils.engine.chat import build_prompt
+    from lekutils.engine.local import _Prompt, _Row
 
     model, tok = tiny("llama", "system")
     eng = Engine(model, tok, batch_size=8)
@@ -190,7 +190,7 @@ def test_shared_prefix_attention_matches_full_attention():
     import mlx.core as mx
     from mlx_lm.models.cache import BatchKVCache, KVCache
 
-    from lekutils.models.shared_prefix import SharedPrefixCache
+    from lekutils.engine.models.shared_prefix import SharedPrefixCache
 
     mx.random.seed(0)
     B, Hq, Hkv, D, P = 3, 6, 2, 8, 11

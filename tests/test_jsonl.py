@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from lekutils.errors import DataError
-from lekutils.jsonl import JsonlStore, atomic_write_json, read_jsonl
+from lekutils.core.errors import DataError
+from lekutils.core.jsonl import JsonlStore, atomic_write_json, read_jsonl
 
 
 def test_read_jsonl_reports_all_bad_lines(tmp_path):

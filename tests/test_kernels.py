@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.errors import DataError
-from lekutils.kernels import BASELINE, EXAMPLE_KERNELS, conditions, kernel_hashes, read_kernel
+from lekutils.core.errors import DataError
+from lekutils.data.kernels import BASELINE, EXAMPLE_KERNELS, conditions, kernel_hashes, read_kernel
 
 
 def test_shipped_example_kernels(repo_root: Path) -> None:

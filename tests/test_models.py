@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lekutils import models
-from lekutils.errors import DataError
-from lekutils.models import convert
-from lekutils.models.tiny import CHATML, tiny_model
+from lekutils.core.errors import DataError
+from lekutils.engine import models
+from lekutils.engine.models import convert
+from lekutils.engine.models.tiny import CHATML, tiny_model
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from lekutils import models
-from lekutils.chat import build_prompt
-from lekutils.generate import Engine, GenerationRequest, SamplerSettings
+from lekutils.engine import models
+from lekutils.engine.base import GenerationRequest, SamplerSettings
+from lekutils.engine.chat import build_prompt
+from lekutils.engine.local import Engine
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +43,7 @@ def _one_blas_thread():
     import ctypes
 
     from lekutils.bench.generate import set_openblas_threads
-    from lekutils.blas import active_blas
+    from lekutils.core.blas import active_blas
 
     which = active_blas()
     before = ctypes.CDLL(which.split(":", 1)[1]).openblas_get_num_threads() if which.startswith("openblas:") else None

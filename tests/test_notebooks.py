@@ -7,9 +7,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lekutils import run as runner
-from lekutils.hygiene import check_notebook, strip_notebook
-from lekutils.paths import NOTEBOOKS_DIR, PARAMS_DIR
+from lekutils.core.paths import NOTEBOOKS_DIR, PARAMS_DIR
+from lekutils.runner import run as runner
+from lekutils.runner.hygiene import check_notebook, strip_notebook
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 PROFILES = sorted(p.name for p in PARAMS_DIR.iterdir() if (p / "pipeline.yaml").exists())

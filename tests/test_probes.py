@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.errors import DataError
-from lekutils.probes import (
+from lekutils.core.errors import DataError
+from lekutils.data.probes import (
     REPHRASE_SUFFIXES,
     REPHRASE_TEMPLATES,
     Probe,
@@ -50,7 +50,7 @@ def test_upstream_p100_loads_and_rephrases_to_400(upstream: Path) -> None:
 
 
 def test_categories_match_upstream_ab_records(upstream: Path) -> None:
-    from lekutils.abtest import load_ab
+    from lekutils.tasks.abtest import load_ab
 
     probes = {p.id: p for p in load_probes(*(upstream / "seeds" / f for f in P_FILES))}
     recs = load_ab(upstream / "benchmarks" / "ab-p100-gemma3-12b-mlxlm.jsonl")

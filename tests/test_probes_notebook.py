@@ -15,7 +15,7 @@ def test_00_probes_notebook_smoke(tmp_path: Path, repo_root: Path) -> None:
     import papermill as pm
     import yaml
 
-    from lekutils.probes import load_probes, probes_hash
+    from lekutils.data.probes import load_probes, probes_hash
 
     params = yaml.safe_load((repo_root / "params" / "smoke" / "00_probes.yaml").read_text())
     run_dir = tmp_path / "run"

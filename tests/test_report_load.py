@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.errors import DataError
+from lekutils.core.errors import DataError
 from lekutils.report.load import (
     V2_SIGNALS,
     is_v1_heuristic,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lekutils import cli_score
-from lekutils.errors import DataError
-from lekutils.jsonl import read_jsonl
+from lekutils.core.errors import DataError
+from lekutils.core.jsonl import read_jsonl
+from lekutils.runner import cmd_score as cli_score
 from lekutils.scoring import get_scorer, score
 from lekutils.scoring.rescore import output_path, read_ab_lines, rescore_file, rescore_records
 

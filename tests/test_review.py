@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lekutils.errors import DataError
-from lekutils.extract import Example
-from lekutils.review import (
+from lekutils.core.errors import DataError
+from lekutils.report.review import (
     ReviewPanel,
     load_decisions,
     record_decision,
@@ -17,6 +16,7 @@ from lekutils.review import (
     render_example_html,
     sample_for_review,
 )
+from lekutils.tasks.extract import Example
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)><b>bold</b> & more'
 

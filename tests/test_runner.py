@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lekutils import run as runner
-from lekutils.errors import DataError, ParameterError
+from lekutils.core.errors import DataError, ParameterError
+from lekutils.runner import run as runner
 
 PARAMS_CELL = '''run_dir = "runs/smoke"
 lr = 1.0e-5

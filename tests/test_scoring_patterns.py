@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lekutils.paths import REPO_ROOT, upstream_dir
+from lekutils.core.paths import REPO_ROOT, upstream_dir
 from lekutils.scoring.patterns import (
     CASE_INSENSITIVE,
     FRONT_LITERAL,

@@ -1,11 +1,11 @@
-"""Unit tests of lekutils.stats: seeded bootstrap CIs, summaries, paired deltas, the ±0.5 tally."""
+"""Unit tests of lekutils.report.stats: seeded bootstrap CIs, summaries, paired deltas, the ±0.5 tally."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lekutils.stats import bootstrap_ci, classify_deltas, paired_delta, summarize
+from lekutils.report.stats import bootstrap_ci, classify_deltas, paired_delta, summarize
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean() -> None:

@@ -13,9 +13,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from lekutils.errors import DataError
-from lekutils.jsonl import read_jsonl
-from lekutils.train import (
+from lekutils.core.errors import DataError
+from lekutils.core.jsonl import read_jsonl
+from lekutils.train.phase import (
     ADAPTER_FILE,
     AdapterError,
     PhaseConfig,
@@ -38,7 +38,7 @@ import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from test_train_helpers import make_model, make_tokenizer
-from lekutils.train import PhaseConfig, train_phase
+from lekutils.train.phase import PhaseConfig, train_phase
 kill_at = int(sys.argv[3])
 def progress(step, iters, row):
     if step == kill_at:
@@ -143,7 +143,7 @@ def test_chain_loads_previous_adapter_and_mlx_lm_loads_result(tmp_path: Path) ->
     out_base = generate(base, tok, prompt, max_tokens=12)
     out_tuned = generate(tuned, tok, prompt, max_tokens=12)
     assert out_base != out_tuned
-    from lekutils import models
+    from lekutils.engine import models
 
     ours, tok2 = models.load(str(mdir), adapter_path=tmp_path / "a1")  # our loader
     assert generate(ours, tok2, prompt, max_tokens=12) == out_tuned
@@ -190,7 +190,7 @@ def test_subprocess_corrupt_adapter_exits_with_message(tmp_path: Path) -> None:
                                                        {"rank": 4, "scale": 8.0, "dropout": 0.0}}))
     (a / ADAPTER_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"x\": broken")
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); from test_train_helpers import make_model; "
-            f"from lekutils.train import load_adapter; load_adapter(make_model(), {str(a)!r})")
+            f"from lekutils.train.phase import load_adapter; load_adapter(make_model(), {str(a)!r})")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ})
     assert p.returncode == 1

@@ -20,7 +20,7 @@ per phase. Tables go to `<run_dir>/tables/` (CSV), figures (PNG + PDF) to `<run_
 
 Run: `python -m lekutils run 90_p100_report --profile smoke`"""),
     code("""run_dir = "runs/smoke"
-# A/B result files: paths or globs; "{run_dir}" and "{upstream}" (lekutils.paths.upstream_dir()) are expanded;
+# A/B result files: paths or globs; "{run_dir}" and "{upstream}" (lekutils.core.paths.upstream_dir()) are expanded;
 # "{upstream}" patterns are skipped where the upstream folder is absent
 results = ["{run_dir}/ab/*.jsonl", "{upstream}/benchmarks/ab-*.jsonl"]
 # gate tables of the training phases

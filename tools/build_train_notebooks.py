@@ -53,7 +53,7 @@ val_batches = 1
 checkpoint_every = 4
 mask_prompt = False
 seed = 0
-# regression gates (lekutils.gates): rules "min", "above", "max" or "*_vs_base" (base model + offset)
+# regression gates (lekutils.train.gates): rules "min", "above", "max" or "*_vs_base" (base model + offset)
 gate_probe_files = ["data/probes/eval-v1.json"]
 gate_max_probes = 1
 gate_creative_probes = 1
@@ -83,8 +83,8 @@ import pandas as pd
 from IPython.display import display
 from tqdm.auto import tqdm
 
-from lekutils import models
-from lekutils.train import (PhaseConfig, count_params, metrics_frame, mlx_model_dir, model_config, plot_loss,
+from lekutils.engine import models
+from lekutils.train.phase import (PhaseConfig, count_params, metrics_frame, mlx_model_dir, model_config, plot_loss,
                             save_loss_figure, train_phase)
 
 run_dir = Path(run_dir)
@@ -123,11 +123,11 @@ fig = plot_loss(result.metrics, title=f"phase {phase} loss")
 plt.show()
 frame[["train_loss", "val_loss", "learning_rate", "tokens_per_s", "peak_memory_gb"]].tail(8)'''
 
-GATE = '''from lekutils.abtest import select_probes
-from lekutils.gates import creative_ids_of, enforce, evaluate_and_gate
-from lekutils.generate import SamplerSettings
-from lekutils.kernels import conditions
-from lekutils.probes import load_probes
+GATE = '''from lekutils.tasks.abtest import select_probes
+from lekutils.train.gates import creative_ids_of, enforce, evaluate_and_gate
+from lekutils.engine.base import SamplerSettings
+from lekutils.data.kernels import conditions
+from lekutils.data.probes import load_probes
 
 all_probes = load_probes(*gate_probe_files)
 creative = creative_ids_of(all_probes)
@@ -145,8 +145,8 @@ print(f"{len(gate_probes)} probes (creative: {creative}), conditions {[c.name fo
 display(report.to_frame())
 _ = enforce(report)  # stops the pipeline on a failed gate unless allow_gate_failure'''
 
-BUDGET = '''from lekutils.abtest import load_ab
-from lekutils.budget import GEMMA3_27B, budget_table, memory_budget, parameter_count, time_budget
+BUDGET = '''from lekutils.tasks.abtest import load_ab
+from lekutils.train.budget import GEMMA3_27B, budget_table, memory_budget, parameter_count, time_budget
 
 here_cfg = model_config(base)
 budgets = [memory_budget(GEMMA3_27B, bits=budget_bits, seq_len=budget_seq_len, rank=budget_rank,
@@ -172,7 +172,7 @@ if curriculum_plan and gen_s and result.tokens_per_s > 0:
 COMPARE = '''if compare_probe:
     import mlx_lm
 
-    from lekutils.chat import build_prompt
+    from lekutils.engine.chat import build_prompt
 
     probe = next(p for p in load_probes(*gate_probe_files) if p.id == compare_probe)
     model_dir = mlx_model_dir(model)

@@ -7,7 +7,7 @@ import pkgutil
 import sys
 
 import lekutils.bench
-from lekutils.blas import reexec_with_fast_blas
+from lekutils.core.blas import reexec_with_fast_blas
 
 
 def main(argv: list[str] | None = None) -> int:

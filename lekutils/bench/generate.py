@@ -47,7 +47,7 @@ _FILLER = ("Act with care for every conscious being. Tell the truth plainly and 
 
 def kernel_text(kind: str) -> tuple[str, str]:
     """The upstream kernel file's text if present (read by path, never copied), else synthetic text of its size."""
-    from lekutils.paths import upstream_dir
+    from lekutils.core.paths import upstream_dir
 
     name, size = KERNEL_FILES[kind]
     p = upstream_dir() / "kernel" / name
@@ -61,7 +61,7 @@ def set_openblas_threads(n: int) -> int | None:
     """Set the preloaded OpenBLAS's thread count at run time; returns the count now in force (None: no OpenBLAS)."""
     import ctypes
 
-    from lekutils.blas import active_blas
+    from lekutils.core.blas import active_blas
 
     which = active_blas()
     if not which.startswith("openblas:"):
@@ -119,7 +119,8 @@ def engine_run(model: Any, tok: Any, spec: str, system: str, probes: list[str], 
     """Time the engine on ``probes x samples`` (a fresh engine: the kernel prefill is included)."""
     import mlx.core as mx
 
-    from lekutils.generate import Engine, GenerationRequest, SamplerSettings
+    from lekutils.engine.base import GenerationRequest, SamplerSettings
+    from lekutils.engine.local import Engine
 
     eng = Engine(model, tok, batch_size=batch_size, model_spec=spec)
     eng.stop_ids = set()  # EOS ignored: all samples run to max_tokens
@@ -140,8 +141,8 @@ def engine_run(model: Any, tok: Any, spec: str, system: str, probes: list[str], 
 
 def _worker(args: argparse.Namespace) -> None:
     """Subprocess entry: the upstream loop on the stock weights; prints one JSON line."""
-    from lekutils import models
-    from lekutils.blas import active_blas
+    from lekutils.core.blas import active_blas
+    from lekutils.engine import models
 
     model, tok = models.load(args.model, dtype=args.worker_dtype)
     out = {"blas": active_blas(), "dtype": args.worker_dtype}
@@ -153,7 +154,7 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _run_upstream_subprocess(args: argparse.Namespace) -> dict[str, Any]:
-    from lekutils.blas import DISABLE
+    from lekutils.core.blas import DISABLE
 
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LEKUTILS_BLAS_REEXEC")}
     env[DISABLE] = "1"  # reference BLAS, as the upstream loop ran
@@ -173,7 +174,7 @@ def _fmt(name: str, r: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lekutils.models import DEFAULT_MODEL
+    from lekutils.engine.models import DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(prog="python -m lekutils.bench.generate", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
@@ -207,15 +208,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, *, reexec: bool = False) -> dict[str, Any]:
     """The benchmark itself; returns the summary printed last."""
-    from lekutils.blas import reexec_with_fast_blas
+    from lekutils.core.blas import reexec_with_fast_blas
 
     if reexec:
         reexec_with_fast_blas()
     threads = set_openblas_threads(args.blas_threads)
     import platform
 
-    from lekutils import models
-    from lekutils.blas import active_blas
+    from lekutils.core.blas import active_blas
+    from lekutils.engine import models
 
     print(f"model {args.model} | {args.probes} probes x {args.samples} samples x {args.max_tokens} tokens | "
           f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.1f} | "

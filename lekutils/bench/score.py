@@ -147,7 +147,7 @@ def synthetic_texts(n: int, chars: int = TEXT_CHARS, seed: int = 0) -> list[str]
 
 def upstream_texts(n: int, chars: int = TEXT_CHARS) -> list[str]:
     """``n`` texts of ``chars`` characters cut from the upstream responses (cycled, each at least 1 KB)."""
-    from lekutils.paths import upstream_dir
+    from lekutils.core.paths import upstream_dir
 
     resp: list[str] = []
     for f in sorted((upstream_dir() / "benchmarks").glob("ab-*.jsonl")):

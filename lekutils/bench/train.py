@@ -1,4 +1,4 @@
-"""Training throughput: ``lekutils.train`` against the ``mlx_lm lora`` command line, same config and data.
+"""Training throughput: ``lekutils.train.phase`` against the ``mlx_lm lora`` command line, same config and data.
 
 ``python -m lekutils.bench train [--model SPEC_OR_DIR] [--iters 40] [--repeats 2] [--out result.json]``
 
@@ -26,17 +26,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lekutils.train import PhaseConfig, mlx_model_dir
+from lekutils.train.phase import PhaseConfig, mlx_model_dir
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LINE = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+\S+\s+([\d,]+)\s+([\d.]+)k\s*$")
 
 OURS = r"""
 import json, sys, time
-from lekutils.blas import reexec_with_fast_blas
+from lekutils.core.blas import reexec_with_fast_blas
 reexec_with_fast_blas()
 import mlx_lm
-from lekutils.train import PhaseConfig, train_phase
+from lekutils.train.phase import PhaseConfig, train_phase
 model_dir, data, out, cfg = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 model, tok = mlx_lm.load(model_dir)
 stamps = {}
@@ -66,7 +66,7 @@ def write_bench_data(d: Path, n_train: int, n_valid: int = 4, seed: int = 0) -> 
 
 
 def _env() -> dict[str, str]:
-    from lekutils.blas import blas_env
+    from lekutils.core.blas import blas_env
 
     return {**os.environ, **blas_env(), "PYTHONUNBUFFERED": "1", "LEKUTILS_BLAS_REEXEC": "1"}
 
@@ -76,7 +76,7 @@ def run_ours(model_dir: str, data: Path, work: Path, cfg: PhaseConfig, report: i
     p = subprocess.run([sys.executable, "-c", OURS, model_dir, str(data), str(out), json.dumps(cfg.to_dict())],
                        capture_output=True, text=True, env=_env(), timeout=3600)
     if p.returncode != 0:
-        raise RuntimeError(f"lekutils.train run failed:\n{p.stderr[-3000:]}")
+        raise RuntimeError(f"lekutils.train.phase run failed:\n{p.stderr[-3000:]}")
     res = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("BENCH "))[6:])
     st = {int(k): v for k, v in res["stamps"].items()}
     a, b = report, cfg.iters - report
@@ -137,7 +137,7 @@ def bench(model: str, *, iters: int = 40, report: int = 5, repeats: int = 2, bat
                   "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rs)}
     out["ratio_steps_per_s"] = out["ours"]["steps_per_s"] / out["cli"]["steps_per_s"]
     out["ratio_tokens_per_s"] = out["ours"]["tokens_per_s"] / out["cli"]["tokens_per_s"]
-    from lekutils.blas import active_blas
+    from lekutils.core.blas import active_blas
 
     out["blas"] = active_blas()
     return out
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:5s} steps/s {res[k]['steps_per_s']:.3f}  tokens/s {res[k]['tokens_per_s']:.1f}  (runs: {each})")
     print(f"ratio ours/cli: steps/s {res['ratio_steps_per_s']:.3f}, tokens/s {res['ratio_tokens_per_s']:.3f}")
     if a.out:
-        from lekutils.jsonl import atomic_write_json
+        from lekutils.core.jsonl import atomic_write_json
 
         atomic_write_json(a.out, res)
     return 0

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from lekutils.report import figures as F
 from lekutils.report import tables as T
-from lekutils.stats import DELTA_THRESHOLD
+from lekutils.report.stats import DELTA_THRESHOLD
 
 GATE_COLUMNS = ["phase", "phase_name", "gate", "value", "level", "passed", "op", "source"]
 

@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from lekutils.errors import DataError, Problem
-from lekutils.jsonl import read_jsonl
-from lekutils.paths import REPO_ROOT, upstream_dir
+from lekutils.core.errors import DataError, Problem
+from lekutils.core.jsonl import read_jsonl
+from lekutils.core.paths import REPO_ROOT, upstream_dir
 from lekutils.scoring import SIGNALS, is_v2_heuristic, score_many
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,13 @@ def score_texts(texts: Sequence[str], scorer: str = "v2", processes: int | None 
 def read_probe_records(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Probe records and the summary line (or None) of one A/B file.
 
-    The probe records come from ``lekutils.abtest.load_ab`` when that module is present, else
+    The probe records come from ``lekutils.tasks.abtest.load_ab`` when that module is present, else
     from the raw JSONL filtered on ``type == "probe"``.
     """
     raw = read_jsonl(path)
     summary = next((r for r in raw if r.get("type") == "summary"), None)
     try:
-        from lekutils.abtest import load_ab
+        from lekutils.tasks.abtest import load_ab
     except ImportError:
         records = [r for r in raw if r.get("type", "probe") == "probe"]
     else:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lekutils.jsonl import atomic_write_csv
+from lekutils.core.jsonl import atomic_write_csv
 from lekutils.report.load import V2_SIGNALS, condition_order
-from lekutils.stats import DELTA_THRESHOLD, paired_delta, summarize
+from lekutils.report.stats import DELTA_THRESHOLD, paired_delta, summarize
 
 GROUP = ["model", "probe_set"]
 BASELINE = "baseline"

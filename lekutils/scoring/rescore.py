@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lekutils.jsonl import atomic_write_jsonl
+from lekutils.core.jsonl import atomic_write_jsonl
 from lekutils.scoring.batch import score_rows
 from lekutils.scoring.registry import KEYS, Scorer, get_scorer, is_v2_heuristic, mean_score
 
@@ -61,7 +61,7 @@ def stored_scorer_of(condition: Record, record: Record) -> str:
 
 def read_ab_lines(path: str | os.PathLike[str]) -> tuple[list[Record], Record | None]:
     """Probe records and summary (or None) of an A/B file; every problem of the file in one DataError."""
-    from lekutils.records import read_ab_file
+    from lekutils.data.records import read_ab_file
 
     return read_ab_file(path, need_response=True, need_score=False)
 

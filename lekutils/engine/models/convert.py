@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lekutils.errors import DataError, Problem
+from lekutils.core.errors import DataError, Problem
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Regression gates after a curriculum phase.
 
-The adapter is evaluated with the A/B runner (:func:`lekutils.abtest.run_ab`) on the evaluation
+The adapter is evaluated with the A/B runner (:func:`lekutils.tasks.abtest.run_ab`) on the evaluation
 probes under ``baseline`` and the kernel conditions; five values are computed from the records:
 
 - ``creative``: baseline score of the creative probe(s) (probes with ``"creative": true``; mean);
@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lekutils.errors import DataError, Problem
-from lekutils.jsonl import atomic_write_csv, atomic_write_json
+from lekutils.core.errors import DataError, Problem
+from lekutils.core.jsonl import atomic_write_csv, atomic_write_json
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -198,7 +198,7 @@ def evaluate_and_gate(phase: Any, model: str, probes: Sequence[Any], conditions:
     (for relative levels) is ``<run_dir>/ab/gate_base.jsonl``, computed once and reused.
     ``enforce_now=False`` returns the report without raising (show it, then call :func:`enforce`).
     """
-    from lekutils.abtest import load_ab, run_ab
+    from lekutils.tasks.abtest import load_ab, run_ab
 
     check_spec(spec)
     run_dir = Path(run_dir)
@@ -234,7 +234,7 @@ def gate_ab_files(phase: Any, ab_path: PathLike, spec: Mapping[str, Mapping[str,
                   out_dir: PathLike | None = None, run_dir: PathLike | None = None,
                   degeneration_at: float = 1.0) -> GateReport:
     """Gate an existing A/B file (and the base model's, for relative rules); write and enforce the table."""
-    from lekutils.abtest import load_ab
+    from lekutils.tasks.abtest import load_ab
 
     check_spec(spec)
     if needs_base(spec) and base_ab_path is None:
@@ -250,12 +250,12 @@ def gate_ab_files(phase: Any, ab_path: PathLike, spec: Mapping[str, Mapping[str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lekutils.gates AB.jsonl --spec JSON --creative ID [--base BASE.jsonl]``: exit 1 on a failed gate."""
+    """``python -m lekutils.train.gates AB.jsonl --spec JSON --creative ID [--base BASE.jsonl]``: exit 1 on a failed gate."""
     import argparse
     import json
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m lekutils.gates", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m lekutils.train.gates", description=main.__doc__)
     ap.add_argument("ab")
     ap.add_argument("--spec", default=json.dumps(CURRICULUM_GATES))
     ap.add_argument("--creative", action="append", default=[])

@@ -1,6 +1,6 @@
 """Tiny random MLX models and word-level tokenizers for fast integration tests (no files, no download).
 
-``tiny("llama")`` / ``tiny("gemma3")`` return ``(model, tokenizer)`` shaped like :func:`lekutils.models.load`'s
+``tiny("llama")`` / ``tiny("gemma3")`` return ``(model, tokenizer)`` shaped like :func:`lekutils.engine.models.load`'s
 output (an mlx-lm model and mlx-lm ``TokenizerWrapper``), small enough that a forward pass takes
 milliseconds. ``chat`` picks the template: ``"system"`` (ChatML with a system role), ``"nosystem"``
 (Gemma-style turns, raising on a system message) or ``None`` (no template: a base model).

@@ -1,14 +1,14 @@
 """Self-distillation: sample answers with the kernel, score them, keep those above a threshold.
 
 Every generation -- kept or not -- becomes one line of ``<run_dir>/distill/phaseK/raw.jsonl``
-(a :class:`~lekutils.jsonl.JsonlStore` keyed by ``(prompt_id, sample_idx)``) carrying its score,
+(a :class:`~lekutils.core.jsonl.JsonlStore` keyed by ``(prompt_id, sample_idx)``) carrying its score,
 all signals, scorer and version, model, adapter, condition, sampler, seed, token counts and timings.
 Kept lines are also in upstream's shape (``type: "training"``, ``training.messages`` = the user
 prompt WITHOUT the kernel and the kernel-boosted answer, ``meta``), rejected ones are
 ``type: "generation"``; the file opens with a ``config`` line and ends with a ``summary`` line,
 so upstream's extract step reads it unchanged.
 
-Generation goes through :func:`lekutils.generate.generate_resumable` (batched, kernel prefix cached
+Generation goes through :func:`lekutils.engine.base.generate_resumable` (batched, kernel prefix cached
 by the engine): a run killed at any point and started again finishes with exactly the records of
 an uninterrupted run. Starting again with other generation settings on the same file is refused;
 a new threshold, gate or scorer re-gates the recorded generations without generating them again.
@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lekutils.audit import structural_score
-from lekutils.errors import DataError, Problem
-from lekutils.jsonl import JsonlStore, Record, atomic_write_jsonl
+from lekutils.core.errors import DataError, Problem
+from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl
+from lekutils.report.audit import structural_score
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ class DistillSettings:
             raise ValueError("; ".join(problems))
 
     def sampler(self):
-        """The engine's :class:`~lekutils.generate.SamplerSettings` for these settings."""
-        from lekutils.generate import SamplerSettings
+        """The engine's :class:`~lekutils.engine.base.SamplerSettings` for these settings."""
+        from lekutils.engine.base import SamplerSettings
 
         return SamplerSettings(temperature=self.temperature, top_p=self.top_p,
                                max_tokens=self.max_tokens, seed=self.seed)
@@ -128,8 +128,8 @@ def read_summary(path: str | os.PathLike[str]) -> Record | None:
 
 
 def with_rephrasings(probes: Sequence[Any]) -> list[Any]:
-    """The probes followed by their rephrased variants (``lekutils.probes.rephrase``), ids unique."""
-    from lekutils.probes import rephrase
+    """The probes followed by their rephrased variants (``lekutils.data.probes.rephrase``), ids unique."""
+    from lekutils.data.probes import rephrase
 
     out, seen = [], set()
     for p in list(probes) + list(rephrase(probes)):
@@ -142,7 +142,7 @@ def with_rephrasings(probes: Sequence[Any]) -> list[Any]:
 def _kernel(settings: DistillSettings) -> tuple[str | None, dict[str, Any]]:
     if not settings.kernel:
         return None, {"condition": "baseline", "kernel_path": None, "kernel_sha256": None}
-    from lekutils.kernels import conditions
+    from lekutils.data.kernels import conditions
 
     cond = conditions([settings.kernel], baseline=False)[0]
     return cond.system, {"condition": cond.name, "kernel_path": cond.path, "kernel_sha256": cond.sha256}
@@ -150,7 +150,7 @@ def _kernel(settings: DistillSettings) -> tuple[str | None, dict[str, Any]]:
 
 def _config_record(settings: DistillSettings, probes: Sequence[Any], kernel_meta: dict[str, Any],
                    scorer_version: str) -> Record:
-    from lekutils.probes import probes_hash
+    from lekutils.data.probes import probes_hash
 
     return {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
             "probes": len(probes), "probes_hash": probes_hash(probes)}
@@ -261,10 +261,10 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
     Resumes from what ``raw_path`` already holds: generation settings must match; a changed
     threshold, gate or scorer re-scores and re-gates the existing generations (the file is rewritten
     atomically) and generates only what is missing. ``engine`` defaults to a
-    :class:`lekutils.generate.Engine` on ``settings.model`` (+ adapter). Raises
+    :class:`lekutils.engine.local.Engine` on ``settings.model`` (+ adapter). Raises
     :class:`NothingKeptError` (after writing the summary) when nothing passed the threshold.
     """
-    from lekutils.generate import GenerationRequest, generate_resumable
+    from lekutils.engine.base import GenerationRequest, generate_resumable
     from lekutils.scoring import get_scorer
 
     if not probes:
@@ -288,8 +288,8 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
     if summary is None or missing:
         if missing:
             if engine is None:
-                from lekutils.generate import Engine
-                from lekutils.models import load
+                from lekutils.engine.local import Engine
+                from lekutils.engine.models import load
 
                 model, tokenizer = load(settings.model, adapter_path=settings.adapter)
                 engine = Engine(model, tokenizer, batch_size=settings.batch_size, model_spec=settings.model)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lekutils.errors import DataError, Problem
-from lekutils.jsonl import iter_jsonl
+from lekutils.core.errors import DataError, Problem
+from lekutils.core.jsonl import iter_jsonl
 
 Record = dict[str, Any]
 

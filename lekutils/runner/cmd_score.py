@@ -13,8 +13,8 @@ import argparse
 import sys
 from typing import Any
 
-from lekutils.errors import DataError
-from lekutils.paths import run_dir
+from lekutils.core.errors import DataError
+from lekutils.core.paths import run_dir
 from lekutils.scoring import available_scorers
 from lekutils.scoring.rescore import RescoredFile, format_means, output_path, rescore_file, write_rescored
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m lekutils.cli_score``)."""
+    """Stand-alone entry point (``python -m lekutils.runner.cmd_score``)."""
     parser = argparse.ArgumentParser(prog="lekutils")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["score", *(sys.argv[1:] if argv is None else argv)])

@@ -2,23 +2,22 @@
 
 ``load(spec)`` returns ``(model, tokenizer)`` that ``mlx_lm.generate`` and mlx-lm's LoRA tuner
 accept (the tokenizer is mlx-lm's ``TokenizerWrapper``). GGUF files are converted once into an
-MLX model directory under ``lekutils.paths.cache_dir()/models`` and loaded from there afterwards.
+MLX model directory under ``lekutils.core.paths.cache_dir()/models`` and loaded from there afterwards.
 The weight dtype is chosen per device (see :func:`default_dtype`) and recorded in :func:`load_info`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
-from lekutils.jsonl import atomic_write_json
-from lekutils.models.specs import (
+from lekutils.core.hashing import sha256_file
+from lekutils.core.paths import cache_dir
+from lekutils.engine.models.specs import (
     DEFAULT_MODEL,
     EMBEDDED,
     VALID_FORMS,
@@ -27,7 +26,6 @@ from lekutils.models.specs import (
     ModelSpecError,
     resolve,
 )
-from lekutils.paths import cache_dir
 
 __all__ = [
     "DEFAULT_MODEL", "EMBEDDED", "VALID_FORMS", "ModelPackageMissing", "ModelSource", "ModelSpecError",
@@ -39,7 +37,6 @@ log = logging.getLogger(__name__)
 #: Bumped when the conversion changes, so stale cached conversions are not reused.
 CONVERTER_VERSION = 1
 DTYPES = ("float32", "float16", "bfloat16", "quantized")
-_lock = threading.Lock()
 _INFO: dict[int, dict[str, Any]] = {}
 
 
@@ -61,36 +58,13 @@ def default_dtype() -> str:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, cached under the cache dir by (path, size, mtime)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
-    index = cache_dir() / "sha256-index.json"
-    with _lock:
-        try:
-            known = json.loads(index.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            known = {}
-        if key in known:
-            return known[key]
-    h = hashlib.sha256()
-    with p.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    with _lock:
-        try:
-            known = json.loads(index.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            known = {}
-        known[key] = digest
-        atomic_write_json(index, known)
-    return digest
+    """SHA-256 of a (large) model file, cached by path, size and mtime (:func:`sha256_file`)."""
+    return sha256_file(path, cached=True)
 
 
 def converted_dir(gguf_path: str | os.PathLike[str], dtype: str, *, source_info: dict | None = None) -> Path:
     """The cached MLX directory converted from a GGUF (converting on first use)."""
-    from lekutils.models.convert import convert_gguf
+    from lekutils.engine.models.convert import convert_gguf
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")

@@ -7,7 +7,7 @@ shape: one ``{"type": "probe", "id", "category", "prompt", "conditions": {name: 
 finish reasons and prompt formats.
 
 Resumable: each (probe, condition) result goes to ``<out>.partial.jsonl`` (a
-:class:`~lekutils.jsonl.JsonlStore`) as soon as its generation chunk is done; a re-run after a
+:class:`~lekutils.core.jsonl.JsonlStore`) as soon as its generation chunk is done; a re-run after a
 crash generates only what is missing (the engine's fixed chunking makes it equal to an
 uninterrupted run) and refuses partial records made with other settings.
 """
@@ -24,16 +24,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lekutils.errors import DataError, Problem
-from lekutils.jsonl import JsonlStore, atomic_write_jsonl
-from lekutils.kernels import BASELINE, Condition, kernel_hashes
-from lekutils.probes import Probe, probes_hash
-from lekutils.records import read_ab_file
+from lekutils.core.errors import DataError, Problem
+from lekutils.core.hashing import sha256_file, tagged
+from lekutils.core.jsonl import JsonlStore, atomic_write_jsonl
+from lekutils.data.kernels import BASELINE, Condition, kernel_hashes
+from lekutils.data.probes import Probe, probes_hash
+from lekutils.data.records import read_ab_file
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lekutils.generate import SamplerSettings
+    from lekutils.engine.base import SamplerSettings
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -53,21 +54,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
-
-
 def adapter_info(adapter_path: PathLike | None) -> dict[str, Any] | None:
     """``{"path", "sha256"}`` of a LoRA adapter folder (hash of its weights file if present)."""
     if adapter_path is None:
         return None
     p = Path(adapter_path)
     weights = p / "adapters.safetensors" if p.is_dir() else p
-    return {"path": str(adapter_path), "sha256": _sha256_file(weights) if weights.is_file() else None}
+    return {"path": str(adapter_path), "sha256": tagged(sha256_file(weights)) if weights.is_file() else None}
 
 
 def _round(x: float) -> float:
@@ -157,8 +150,8 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
            probe_set: str | None = None, stale: str = "replace") -> dict[str, Any]:
     """Run (or resume) an A/B test and write ``out_path``; return its summary line.
 
-    ``model`` is a model spec (see ``lekutils.models.load``); ``engine`` an already built
-    ``lekutils.generate.Engine`` for that model (else one is loaded, only if work is missing).
+    ``model`` is a model spec (see ``lekutils.engine.models.load``); ``engine`` an already built
+    ``lekutils.engine.local.Engine`` for that model (else one is loaded, only if work is missing).
     Greedy decoding by default (``SamplerSettings()``), as upstream. ``probe_set`` names the set
     in the records (for reports); ``chunk_size`` is passed to ``generate_resumable``.
 
@@ -167,8 +160,8 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
     ``<stem>.partial.stale-<time>.jsonl``, keeps its still-valid records and regenerates the rest;
     ``"error"`` raises :class:`DataError` naming the file and lines instead.
     """
-    from lekutils import models
-    from lekutils.generate import GenerationRequest, SamplerSettings, generate_resumable
+    from lekutils.engine import models
+    from lekutils.engine.base import GenerationRequest, SamplerSettings, generate_resumable
     from lekutils.scoring import get_scorer
 
     if sampler is None:
@@ -205,7 +198,7 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
     stats: dict[str, Any] = {}
     if missing:
         if engine is None:
-            from lekutils.generate import Engine
+            from lekutils.engine.local import Engine
 
             mdl, tok = models.load(model, adapter_path=None if adapter_path is None else str(adapter_path))
             engine = Engine(mdl, tok, batch_size=batch_size, model_spec=model)

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lekutils.errors import DataError, Problem
-from lekutils.extract import Example
-from lekutils.jsonl import JsonlStore
+from lekutils.core.errors import DataError, Problem
+from lekutils.core.jsonl import JsonlStore
+from lekutils.tasks.extract import Example
 
 DECISIONS = ("accept", "reject")
 Key = tuple[str, int]

@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from lekutils.errors import DataError, Problem
-from lekutils.jsonl import atomic_write_jsonl, iter_jsonl
+from lekutils.core.errors import DataError, Problem
+from lekutils.core.jsonl import atomic_write_jsonl, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def extract(raw_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     """Run dedup -> near-dup -> review rejections -> split; write ``train.jsonl`` / ``valid.jsonl``.
 
     ``rejected`` holds the (probe_id, sample_idx) keys a reviewer rejected
-    (see :func:`lekutils.review.rejected_keys`). Raises ``ValueError`` when nothing is left to train on.
+    (see :func:`lekutils.report.review.rejected_keys`). Raises ``ValueError`` when nothing is left to train on.
     """
     cand = candidates(raw_path, dedup=dedup, near_dup_threshold=near_dup_threshold, shingle_k=shingle_k,
                       seed=seed)

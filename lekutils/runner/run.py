@@ -9,7 +9,6 @@ annotation or the default) before anything runs: Papermill itself only warns on 
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -27,9 +26,10 @@ from typing import Any
 
 import yaml
 
-from lekutils.errors import DataError, ParameterError, Problem
-from lekutils.jsonl import atomic_write_json
-from lekutils.paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, run_dir
+from lekutils.core.errors import DataError, ParameterError, Problem
+from lekutils.core.hashing import sha256_file
+from lekutils.core.jsonl import atomic_write_json
+from lekutils.core.paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -299,14 +299,6 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
     """Commit and dirty flag of the repository (``None`` values outside git)."""
     def git(*args: str) -> str | None:
@@ -363,7 +355,7 @@ def model_fingerprints(executions: Sequence[Execution]) -> dict[str, Any]:
                     specs.add(s)
     out: dict[str, Any] = {}
     try:
-        from lekutils.models import fingerprint
+        from lekutils.engine.models import fingerprint
     except ImportError:
         return {s: None for s in specs}
     for s in sorted(specs):
@@ -376,12 +368,12 @@ def model_fingerprints(executions: Sequence[Execution]) -> dict[str, Any]:
 
 def build_manifest(profile: str, executions: Sequence[Execution], argv: Sequence[str]) -> dict[str, Any]:
     """The manifest written before anything executes."""
-    from lekutils.blas import active_blas
+    from lekutils.core.blas import active_blas
 
     inputs: dict[str, str] = {}
     for ex in executions:
         for p in [ex.notebook, *([ex.params_file] if ex.params_file else []), *_input_files(ex.parameters)]:
-            inputs.setdefault(_rel(p), _sha256(p))
+            inputs.setdefault(_rel(p), sha256_file(p))
     import mlx.core as mx
 
     return {
@@ -412,7 +404,7 @@ def build_manifest(profile: str, executions: Sequence[Execution], argv: Sequence
 # --------------------------------------------------------------------------------------------
 def install_kernel(name: str = KERNEL_NAME, prefix: str | None = None) -> Path:
     """Register a named ipykernel for this interpreter, carrying the OpenBLAS environment."""
-    from lekutils.blas import blas_env
+    from lekutils.core.blas import blas_env
 
     prefix = prefix or sys.prefix
     folder = Path(prefix) / "share" / "jupyter" / "kernels" / name

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lekutils.errors import DataError, Problem
+from lekutils.core.errors import DataError, Problem
 
 Record = dict[str, Any]
 

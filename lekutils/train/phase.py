@@ -5,7 +5,7 @@ datasets from :mod:`mlx_lm.tuner.datasets`, the loop of :func:`mlx_lm.tuner.trai
 add around mlx-lm's loop (through its ``training_callback`` and ``iterate_batches`` hooks):
 
 - a metrics JSONL (``metrics.jsonl``, one row per step; validation loss on the steps that validate),
-  written through :class:`lekutils.jsonl.JsonlStore`;
+  written through :class:`lekutils.core.jsonl.JsonlStore`;
 - step checkpoints in mlx-lm's layout (``0000025_adapters.safetensors``) plus the optimizer state
   (``0000025_optimizer.safetensors``: ``tree_flatten(optimizer.state)``, which holds Adam's moments,
   the update counter that drives the learning-rate schedule) and ``0000025_state.json`` (written
@@ -50,8 +50,9 @@ from mlx_lm.tuner.trainer import iterate_batches as mlx_iterate_batches
 from mlx_lm.tuner.trainer import train as mlx_train
 from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
 
-from lekutils.errors import DataError, Problem
-from lekutils.jsonl import JsonlStore, atomic_write_json, atomic_write_jsonl, read_jsonl
+from lekutils.core.errors import DataError, Problem
+from lekutils.core.hashing import sha256_file
+from lekutils.core.jsonl import JsonlStore, atomic_write_json, atomic_write_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +183,6 @@ class PhaseResult:
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _save_safetensors_atomic(path: Path, arrays: dict[str, mx.array]) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
@@ -633,7 +626,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    from lekutils.blas import active_blas
+    from lekutils.core.blas import active_blas
 
     out = {"blas": active_blas()}
     for pkg in ("mlx", "mlx-lm", "lekutils"):
@@ -648,7 +641,7 @@ def mlx_model_dir(spec: str) -> str:
     """A folder ``mlx_lm.load`` reads for a model spec: a folder as is, else our loader's converted copy."""
     if Path(spec).is_dir():
         return str(spec)
-    from lekutils import models
+    from lekutils.engine import models
 
     src = models.resolve(spec)
     if src.path is not None and src.kind in ("embedded", "gguf"):
@@ -660,7 +653,7 @@ def mlx_model_dir(spec: str) -> str:
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
-    """The architecture fields of an mlx-lm model (its ``args``), for :mod:`lekutils.budget`."""
+    """The architecture fields of an mlx-lm model (its ``args``), for :mod:`lekutils.train.budget`."""
     args = getattr(model, "args", None)
     if args is None:
         return {}

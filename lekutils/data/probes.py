@@ -2,7 +2,7 @@
 
 A probe file is either a JSON list of objects (the upstream seed format: ``id``, ``domain`` or
 ``category``, ``prompt``, any extra keys) or JSONL with one such object per line. Every problem of
-a file is collected into one :class:`~lekutils.errors.DataError` naming the line (and column for
+a file is collected into one :class:`~lekutils.core.errors.DataError` naming the line (and column for
 bad JSON); ids must be unique across all the files merged into one set.
 
 A probe's ``category`` is its ``category`` (else its ``domain``) lower-cased, as in the upstream
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lekutils.errors import DataError, Problem, read_text_file
-from lekutils.jsonl import atomic_write_json
+from lekutils.core.errors import DataError, Problem, read_text_file
+from lekutils.core.hashing import sha256_file, tagged
+from lekutils.core.jsonl import atomic_write_json
 
 PathLike = str | os.PathLike[str]
 
@@ -264,10 +265,6 @@ def counts_by(probes: Iterable[Probe], key: str = "domain") -> dict[str, int]:
     return counts
 
 
-def _file_sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_probe_sets(sets: dict[str, Sequence[PathLike]], out_dir: PathLike, *,
                      rephrase_sets: Sequence[str] = (), skip_missing: bool = False) -> dict[str, Any]:
     """Load and validate every named set, then write ``<out_dir>/<name>.json`` (and
@@ -292,7 +289,7 @@ def build_probe_sets(sets: dict[str, Sequence[PathLike]], out_dir: PathLike, *,
             skipped[name] = missing
             continue
         loaded[name] = load_probes(*paths)
-        sources[name] = {str(p): _file_sha256(p) for p in paths}
+        sources[name] = {str(p): tagged(sha256_file(p)) for p in paths}
         if name in rephrase_sets:
             loaded[f"{name}-rephrased"] = rephrase(loaded[name])
             sources[f"{name}-rephrased"] = sources[name]

@@ -2,7 +2,7 @@
 
 How :class:`Engine` generates ``requests x n_samples``:
 
-1. Each request becomes a chat prompt (:func:`lekutils.chat.build_prompt`). Prompts with the
+1. Each request becomes a chat prompt (:func:`lekutils.engine.chat.build_prompt`). Prompts with the
    same system text share a token prefix (the kernel). That prefix is prefilled ONCE per engine
    (kept in a small LRU) and its KV cache is reused for every probe and sample.
 2. Each request's remaining prompt tokens are prefilled once on a copy of the prefix cache; all
@@ -10,7 +10,7 @@ How :class:`Engine` generates ``requests x n_samples``:
 3. Up to ``batch_size`` rows (request, sample) of one prefix are decoded together: their caches
    are merged into mlx-lm's left-padded batch caches (``BatchKVCache`` / ``BatchRotatingKVCache``,
    per-row RoPE offsets and masks), except that full-attention layers keep ONE copy of the prefix
-   for the whole batch (:mod:`lekutils.models.shared_prefix`); a row leaves the batch at EOS /
+   for the whole batch (:mod:`lekutils.engine.models.shared_prefix`); a row leaves the batch at EOS /
    end-of-turn or at ``max_tokens``.
 4. Sampling of row ``(key, sample_idx)`` draws its uniforms from its own stream seeded by
    ``(seed, key, sample_idx)`` (:func:`sample_seed`), so a result does not depend on which other
@@ -20,84 +20,21 @@ How :class:`Engine` generates ``requests x n_samples``:
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from lekutils.chat import PromptInfo, build_prompt
+from lekutils.engine.base import GenerationRequest, GenerationResult, SamplerSettings, sample_seed
+from lekutils.engine.chat import PromptInfo, build_prompt
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "GenerationRequest", "GenerationResult", "SamplerSettings", "generate_resumable",
-           "sample_seed"]
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """Sampling settings; ``temperature == 0`` is greedy."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One prompt: ``user`` text, optional ``system`` text (the kernel), ``n_samples`` samples."""
-
-    key: str
-    user: str
-    system: str | None = None
-    n_samples: int = 1
-
-
-@dataclass
-class GenerationResult:
-    """One sample. Times are wall-clock seconds; ``prefill_s`` is this row's share of prefill."""
-
-    key: str
-    sample_idx: int
-    text: str
-    prompt_tokens: int
-    generation_tokens: int
-    finish_reason: str  # "stop" | "length"
-    prompt_format: str
-    time_s: float
-    prefill_s: float
-    decode_s: float
-    sampler: dict
-    seed: int
-    model: str | None = None
-    tokens: list[int] = field(default_factory=list, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("tokens")
-        return d
-
-
-def sample_seed(seed: int, key: str, sample_idx: int) -> int:
-    """The 63-bit seed of one row's sampling stream, from (seed, key, sample_idx) only."""
-    h = hashlib.sha256(f"{seed}\x00{key}\x00{sample_idx}".encode()).digest()
-    return int.from_bytes(h[:8], "little") >> 1
+__all__ = ["Engine"]
 
 
 _TOP_K = 1024  # candidates sorted for top-p (falls back to a full sort when their mass < top_p)
@@ -141,7 +78,7 @@ class _Row:
 
 
 class Engine:
-    """Generate many prompts x N samples with a model and tokenizer from :func:`lekutils.models.load`."""
+    """Generate many prompts x N samples with a model and tokenizer from :func:`lekutils.engine.models.load`."""
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, model_spec: str | None = None,
                  prefill_step_size: int = 1024, prefix_cache_size: int = 4, shared_prefix: bool = True):
@@ -152,7 +89,7 @@ class Engine:
         self.batch_size = batch_size
         self.model_spec = model_spec
         self.prefill_step_size = prefill_step_size
-        from lekutils.models.shared_prefix import install
+        from lekutils.engine.models.shared_prefix import install
 
         #: decode attends to ONE copy of the kernel's KV for the whole batch (see models.shared_prefix)
         self.shared_prefix = bool(shared_prefix) and install(model)
@@ -285,7 +222,7 @@ class Engine:
         import mlx.core as mx
         from mlx_lm.models.cache import BatchKVCache, KVCache
 
-        from lekutils.models.shared_prefix import SharedPrefixCache
+        from lekutils.engine.models.shared_prefix import SharedPrefixCache
 
         e0 = entries[0]
         shared = e0.start > 0 and all(e.base is e0.base and e.start == e0.start for e in entries)
@@ -415,51 +352,3 @@ class Engine:
             if progress is not None:
                 progress(len(rows))
         return [out[w] for w in work]
-
-
-def generate_resumable(engine: Engine, requests: Sequence[GenerationRequest], sampler: SamplerSettings, *,
-                       is_done: Callable[[str, int], bool],
-                       on_chunk: Callable[[list[GenerationResult]], None],
-                       chunk_size: int | None = None,
-                       progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Generate in fixed chunks of the flattened (request, sample) list, skipping finished chunks.
-
-    Chunks are cut from the work list independently of what is done; a chunk whose every item
-    ``is_done(key, sample_idx)`` is skipped, any other chunk is regenerated whole (all its results
-    go to ``on_chunk``; the caller's store drops keys it already has). Sampling depends only on
-    (seed, key, sample_idx), so a resumed run equals an uninterrupted one.
-    """
-    chunk_size = chunk_size or engine.batch_size
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    work = [(r, s) for r in requests for s in range(r.n_samples)]
-    stats = {"items": len(work), "chunks": 0, "chunks_skipped": 0, "chunks_generated": 0,
-             "generated": 0, "time_s": 0.0}
-    t0 = time.perf_counter()
-    for c in range(0, len(work), chunk_size):
-        chunk = work[c: c + chunk_size]
-        stats["chunks"] += 1
-        if all(is_done(r.key, s) for r, s in chunk):
-            stats["chunks_skipped"] += 1
-            if progress is not None:
-                progress(len(chunk))
-            continue
-        results = _generate_items(engine, chunk, sampler)
-        on_chunk(results)
-        stats["chunks_generated"] += 1
-        stats["generated"] += len(results)
-        if progress is not None:
-            progress(len(chunk))
-    stats["time_s"] = time.perf_counter() - t0
-    return stats
-
-
-def _generate_items(engine: Engine, items: list[tuple[GenerationRequest, int]],
-                    sampler: SamplerSettings) -> list[GenerationResult]:
-    """Generate exactly the given (request, sample_idx) items (sampling depends on no other item)."""
-    by_key: OrderedDict[str, tuple[GenerationRequest, int]] = OrderedDict()
-    for r, s in items:
-        prev = by_key.get(r.key, (r, 0))[1]
-        by_key[r.key] = (r, max(prev, s + 1))
-    reqs = [GenerationRequest(r.key, r.user, r.system, n) for r, n in by_key.values()]
-    return engine.generate(reqs, sampler, only={(r.key, s) for r, s in items})

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lekutils.paths import cache_dir
+from lekutils.core.paths import cache_dir
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 

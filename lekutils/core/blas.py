@@ -144,6 +144,6 @@ def warn_if_reference() -> str:
     return which
 
 
-if __name__ == "__main__":  # `python -m lekutils.blas` prints the env lines for shells and Makefiles
+if __name__ == "__main__":  # `python -m lekutils.core.blas` prints the env lines for shells and Makefiles
     for k, v in blas_env().items():
         print(f"{k}={v}")

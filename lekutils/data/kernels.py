@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lekutils.errors import DataError, Problem, read_text_file
-from lekutils.paths import DATA_DIR
+from lekutils.core.errors import DataError, Problem, read_text_file
+from lekutils.core.paths import DATA_DIR
 
 PathLike = str | os.PathLike[str]
 

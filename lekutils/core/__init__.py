@@ -1,0 +1,1 @@
+"""Ground layer: paths, errors, BLAS set-up, hashing, atomic files and the JSONL store."""

@@ -1,0 +1,1 @@
+"""Engine layer: model specs and loading, chat prompts, the generator interface and engines."""

@@ -1,0 +1,141 @@
+"""The generator interface: sampler settings, requests, results, and the resumable chunked driver.
+
+A *generator* is anything with ``batch_size`` and ``generate(requests, sampler, progress=None, *,
+only=None) -> list[GenerationResult]`` whose samples depend only on (seed, key, sample_idx): the
+local MLX engine (:class:`lekutils.engine.local.Engine`) implements it, and so may a remote backend
+or a test fake. :func:`generate_resumable` drives any generator in fixed chunks so a killed run
+resumes to exactly the uninterrupted result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["GenerationRequest", "GenerationResult", "Generator", "SamplerSettings", "generate_resumable",
+           "sample_seed"]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Sampling settings; ``temperature == 0`` is greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt: ``user`` text, optional ``system`` text (the kernel), ``n_samples`` samples."""
+
+    key: str
+    user: str
+    system: str | None = None
+    n_samples: int = 1
+
+
+@dataclass
+class GenerationResult:
+    """One sample. Times are wall-clock seconds; ``prefill_s`` is this row's share of prefill."""
+
+    key: str
+    sample_idx: int
+    text: str
+    prompt_tokens: int
+    generation_tokens: int
+    finish_reason: str  # "stop" | "length"
+    prompt_format: str
+    time_s: float
+    prefill_s: float
+    decode_s: float
+    sampler: dict
+    seed: int
+    model: str | None = None
+    tokens: list[int] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("tokens")
+        return d
+
+
+def sample_seed(seed: int, key: str, sample_idx: int) -> int:
+    """The 63-bit seed of one row's sampling stream, from (seed, key, sample_idx) only."""
+    h = hashlib.sha256(f"{seed}\x00{key}\x00{sample_idx}".encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What the task loop needs of an engine (local MLX, remote, or a test fake)."""
+
+    batch_size: int
+
+    def generate(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings,
+                 progress: Callable[[int], None] | None = None, *,
+                 only: set[tuple[str, int]] | None = None) -> list[GenerationResult]: ...
+
+
+def generate_resumable(engine: Generator, requests: Sequence[GenerationRequest], sampler: SamplerSettings, *,
+                       is_done: Callable[[str, int], bool],
+                       on_chunk: Callable[[list[GenerationResult]], None],
+                       chunk_size: int | None = None,
+                       progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Generate in fixed chunks of the flattened (request, sample) list, skipping finished chunks.
+
+    Chunks are cut from the work list independently of what is done; a chunk whose every item
+    ``is_done(key, sample_idx)`` is skipped, any other chunk is regenerated whole (all its results
+    go to ``on_chunk``; the caller's store drops keys it already has). Sampling depends only on
+    (seed, key, sample_idx), so a resumed run equals an uninterrupted one.
+    """
+    chunk_size = chunk_size or engine.batch_size
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    work = [(r, s) for r in requests for s in range(r.n_samples)]
+    stats = {"items": len(work), "chunks": 0, "chunks_skipped": 0, "chunks_generated": 0,
+             "generated": 0, "time_s": 0.0}
+    t0 = time.perf_counter()
+    for c in range(0, len(work), chunk_size):
+        chunk = work[c: c + chunk_size]
+        stats["chunks"] += 1
+        if all(is_done(r.key, s) for r, s in chunk):
+            stats["chunks_skipped"] += 1
+            if progress is not None:
+                progress(len(chunk))
+            continue
+        results = _generate_items(engine, chunk, sampler)
+        on_chunk(results)
+        stats["chunks_generated"] += 1
+        stats["generated"] += len(results)
+        if progress is not None:
+            progress(len(chunk))
+    stats["time_s"] = time.perf_counter() - t0
+    return stats
+
+
+def _generate_items(engine: Generator, items: list[tuple[GenerationRequest, int]],
+                    sampler: SamplerSettings) -> list[GenerationResult]:
+    """Generate exactly the given (request, sample_idx) items (sampling depends on no other item)."""
+    by_key: OrderedDict[str, tuple[GenerationRequest, int]] = OrderedDict()
+    for r, s in items:
+        prev = by_key.get(r.key, (r, 0))[1]
+        by_key[r.key] = (r, max(prev, s + 1))
+    reqs = [GenerationRequest(r.key, r.user, r.system, n) for r, n in by_key.values()]
+    return engine.generate(reqs, sampler, only={(r.key, s) for r, s in items})

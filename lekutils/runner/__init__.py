@@ -1,0 +1,1 @@
+"""Orchestration: parameters, profiles, manifests, papermill execution and the CLI commands."""

@@ -1,0 +1,1 @@
+"""Training layer: phase config, adapters, checkpoints, the LoRA loop, gates and budgets."""
