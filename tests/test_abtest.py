@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lekutils.core.errors import DataError
-from lekutils.tasks.abtest import ab_frame, load_ab, load_ab_summary, partial_path, summarize
+from lekutils.tasks.abtest import ab_frame, ab_summary, load_ab, load_ab_summary, partial_path
 
 AB_FILES = ["ab-base-1b-mlxlm.jsonl", "ab-base-27b-mlxlm.jsonl", "ab-base-gemma3-12b-mlxlm.jsonl",
             "ab-lek-gemma3-1b-v1-mlxlm.jsonl", "ab-p100-gemma3-12b-mlxlm.jsonl"]
@@ -21,7 +21,7 @@ def test_summary_reproduces_upstream(upstream: Path, name: str) -> None:
     recs = load_ab(path)
     theirs = load_ab_summary(path)
     assert theirs is not None and all(r["type"] == "probe" for r in recs)
-    mine = summarize(recs, [c["name"] for c in theirs["conditions"]])
+    mine = ab_summary(recs, [c["name"] for c in theirs["conditions"]])
     assert mine["total_probes"] == theirs["total_probes"] == len(recs)
     assert mine["conditions"] == theirs["conditions"]
     assert mine["categories"] == theirs["categories"]
@@ -35,14 +35,14 @@ def _rec(pid: str, cat: str, **scores: float) -> dict:
 def test_threshold_edges_and_categories() -> None:
     recs = [_rec("a", "x", baseline=10, k=10.5), _rec("b", "x", baseline=10, k=10.51),
             _rec("c", "y", baseline=10, k=9.4), _rec("d", "y", baseline=10)]  # d lacks k: not counted
-    s = summarize(recs, ["baseline", "k"])
+    s = ab_summary(recs, ["baseline", "k"])
     base, k = s["conditions"]
     assert s["total_probes"] == 3
     assert base == {"name": "baseline", "avg_lek": 10.0, "improved": 0, "regressed": 0, "unchanged": 0}
     assert (k["improved"], k["regressed"], k["unchanged"]) == (1, 1, 1)
     assert k["delta_vs_baseline"] == round((10.5 + 10.51 + 9.4) / 3 - 10, 2)
     assert s["categories"] == {"x": {"baseline": 10.0, "k": round((10.5 + 10.51) / 2, 2)}, "y": {"baseline": 10.0, "k": 9.4}}
-    no_base = summarize(recs[:3], ["k"])
+    no_base = ab_summary(recs[:3], ["k"])
     assert "improved" not in no_base["conditions"][0]
 
 

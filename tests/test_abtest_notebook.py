@@ -17,7 +17,7 @@ def test_80_ab_test_notebook_smoke(tmp_path: Path, repo_root: Path, upstream: Pa
     import yaml
 
     from lekutils.data.probes import build_probe_sets
-    from lekutils.tasks.abtest import load_ab, load_ab_summary, summarize
+    from lekutils.tasks.abtest import ab_summary, load_ab, load_ab_summary
 
     run_dir = tmp_path / "run"
     build_probe_sets({"eval": [repo_root / "data" / "probes" / "eval-v1.json"]}, run_dir / "probes")
@@ -30,7 +30,7 @@ def test_80_ab_test_notebook_smoke(tmp_path: Path, repo_root: Path, upstream: Pa
     summary = load_ab_summary(out)
     assert [r["id"] for r in records] == params["probe_ids"]
     names = ["baseline", *params["kernels"]]
-    expect = summarize(records, names)
+    expect = ab_summary(records, names)
     assert {k: summary[k] for k in expect} == expect
     assert summary["model"] == "embedded:smollm2-135m-instruct" and summary["max_tokens"] == params["max_tokens"]
     assert summary["probe_set"] == "eval" and summary["prompt_formats"] == ["system_role"]

@@ -20,7 +20,7 @@ from lekutils.data.probes import load_probes
 from lekutils.engine.base import SamplerSettings
 from lekutils.engine.local import Engine
 from lekutils.engine.models.tiny import tiny
-from lekutils.tasks.abtest import load_ab, load_ab_summary, partial_path, run_ab, summarize
+from lekutils.tasks.abtest import ab_summary, load_ab, load_ab_summary, partial_path, run_ab
 
 EVAL = Path(__file__).resolve().parents[1] / "data" / "probes" / "eval-v1.json"
 
@@ -34,7 +34,7 @@ def _check_file(out: Path, probes: list, names: list[str], max_tokens: int) -> l
     records = load_ab(out)
     summary = load_ab_summary(out)
     assert [r["id"] for r in records] == [p.id for p in probes]
-    expect = summarize(records, names)
+    expect = ab_summary(records, names)
     assert summary is not None and {k: summary[k] for k in expect} == expect
     assert summary["max_tokens"] == max_tokens and summary["probes_hash"].startswith("sha256:")
     for r, p in zip(records, probes, strict=True):
@@ -84,7 +84,7 @@ def test_stale_work_file_replaced_or_refused(tmp_path: Path) -> None:
     assert e.value.path == str(partial_path(out)) and len(e.value.problems) == 2
     s = run_ab("tiny:system", probes, conditions({"k": k}), out, engine=eng, sampler=SamplerSettings(max_tokens=4))
     assert s["generated_this_run"] == 2
-    assert len(list(tmp_path.glob("ab.partial.stale-*.jsonl"))) == 1
+    assert len(list((tmp_path / ".stale").glob("ab.partial.*.jsonl"))) == 1  # out of the report's globs
     _check_file(out, probes, ["baseline", "k"], 4)
 
 

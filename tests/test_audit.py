@@ -9,18 +9,14 @@ matplotlib.use("Agg")
 import pytest
 
 from lekutils.report.audit import (
-    POSITIVE,
-    SIGNALS,
-    at_cap,
     audit_frame,
     cap_rates,
-    contributions,
     flagged,
     kept_vs_rejected,
     plot_audit,
     score_length_correlation,
-    structural_score,
 )
+from lekutils.scoring.rules import POSITIVE, SIGNALS, at_cap, contributions, structural_score
 
 ZERO = dict.fromkeys(SIGNALS, 0)
 
@@ -44,7 +40,7 @@ def test_contributions_follow_the_spec_weights_and_caps() -> None:
     assert caps["nuance"] and not caps["specificity"] and set(caps) == set(POSITIVE)
     # structural = penalties + signals 5-8 only
     assert structural_score(sig) == -11.0
-    with pytest.raises(ValueError, match="no contribution rules"):
+    with pytest.raises(ValueError, match="no signal rules"):
         contributions(sig, "v9")
 
 

@@ -29,7 +29,7 @@ models_table = "params/models.yaml"
 figures_dir = "figures"
 n_boot = 10000
 seed = 0
-threshold = 0.5
+change_band = 0.5
 dpi = 300
 # "auto": widgets inside Jupyter, a static table under Papermill; or "yes" / "no"
 interactive = "auto"
@@ -57,7 +57,7 @@ display(Markdown(f"**{len(files)} result file(s)**, {len(df)} scored responses, 
                  f"{int(df['rescored'].sum())} re-scored with v2 (stored as v1); {len(gate_rows)} gate rows."))
 df.groupby(["source_file", "probe_set", "model"], observed=True).agg(
     rows=("score", "size"), probes=("probe_id", "nunique"), rescored=("rescored", "sum")).reset_index()"""),
-    code("""tables = report_tables(df, gate_rows, n_boot=n_boot, seed=seed, threshold=threshold)
+    code("""tables = report_tables(df, gate_rows, n_boot=n_boot, seed=seed, band=change_band)
 figures = report_figures(df, tables)
 written = write_report(tables, figures, run_dir, [figures_dir], dpi=dpi, close=True)
 display(Markdown(f"Wrote {len(written['tables'])} tables to `{Path(run_dir) / 'tables'}` and "

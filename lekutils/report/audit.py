@@ -10,72 +10,11 @@ matplotlib Figures; nothing is printed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-POSITIVE = ("first_person", "creative_form", "engagement_depth", "emotional_register", "nuance",
-            "specificity", "axiom_resonance", "perspective_taking", "metaphor", "questioning")
-NEGATIVE = ("compliance_markers", "formulaic_preamble", "degeneration", "empty_broken")
-SIGNALS = NEGATIVE + POSITIVE  # the spec's accumulation order
-STRUCTURAL = NEGATIVE + ("first_person", "creative_form", "engagement_depth", "emotional_register")
-KEYWORD_SIGNALS = ("emotional_register", "nuance", "axiom_resonance", "perspective_taking", "metaphor")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Contribution of one signal: ``min(value * weight, cap)`` (no cap for penalties)."""
-
-    weight: float
-    cap: float | None = None
-
-    def __call__(self, value: float) -> float:
-        x = float(value) * self.weight
-        return min(x, self.cap) if self.cap is not None else x
-
-
-_POSITIVE_RULES = {
-    "first_person": Rule(0.5, 4.0), "creative_form": Rule(0.6, 6.0), "engagement_depth": Rule(1.0, 6.0),
-    "emotional_register": Rule(0.8, 5.0), "nuance": Rule(1.5, 6.0), "specificity": Rule(0.3, 5.0),
-    "axiom_resonance": Rule(1.0, 5.0), "perspective_taking": Rule(1.5, 5.0), "metaphor": Rule(1.0, 4.0),
-    "questioning": Rule(0.5, 3.0),
-}
-RULES: dict[str, dict[str, Rule]] = {
-    "v2": {"compliance_markers": Rule(-5.0), "formulaic_preamble": Rule(-2.0), "degeneration": Rule(-20.0),
-           "empty_broken": Rule(-20.0), **_POSITIVE_RULES},
-    "v2_distill": {"compliance_markers": Rule(-4.0), "formulaic_preamble": Rule(-2.0),
-                   "degeneration": Rule(-20.0), "empty_broken": Rule(-15.0), **_POSITIVE_RULES},
-}
-
-
-def _rules(scorer: str) -> dict[str, Rule]:
-    try:
-        return RULES[scorer]
-    except KeyError:
-        raise ValueError(f"no contribution rules for scorer {scorer!r}; known: {sorted(RULES)}") from None
-
-
-def contributions(signals: Mapping[str, float], scorer: str = "v2") -> dict[str, float]:
-    """Points each signal adds to (or takes from) the score; they sum to ``lek_score`` before rounding."""
-    rules = _rules(scorer)
-    return {name: rules[name](signals.get(name, 0) or 0) for name in SIGNALS}
-
-
-def structural_score(signals: Mapping[str, float], scorer: str = "v2") -> float:
-    """The score from penalties and structural signals only (rules 1-8), rounded to 2 decimals."""
-    c = contributions(signals, scorer)
-    total = 0.0
-    for name in STRUCTURAL:  # accumulation order, as the scorer does
-        total += c[name]
-    return round(total, 2)
-
-
-def at_cap(signals: Mapping[str, float], scorer: str = "v2") -> dict[str, bool]:
-    """For each positive signal, whether it has reached its cap."""
-    rules = _rules(scorer)
-    return {name: float(signals.get(name, 0) or 0) * rules[name].weight >= rules[name].cap  # type: ignore[operator]
-            for name in POSITIVE}
+from lekutils.scoring.rules import KEYWORD_SIGNALS, POSITIVE, at_cap, contributions
 
 
 def audit_frame(records: Iterable[Mapping[str, Any]], *, scorer: str | None = None,

@@ -12,14 +12,14 @@ from matplotlib.figure import Figure
 
 from lekutils.report import figures as F
 from lekutils.report import tables as T
-from lekutils.report.stats import DELTA_THRESHOLD
+from lekutils.scoring.rules import CHANGE_BAND
 
 GATE_COLUMNS = ["phase", "phase_name", "gate", "value", "level", "passed", "op", "source"]
 
 
 def report_tables(
     df: pd.DataFrame, gates: pd.DataFrame | None = None, *, n_boot: int = 10_000, seed: int = 0,
-    threshold: float = DELTA_THRESHOLD, extremes: int = 5,
+    band: float = CHANGE_BAND, extremes: int = 5,
 ) -> dict[str, pd.DataFrame]:
     """Every report table, by the CSV name it is written under (``summary`` is the main one)."""
     gates = gates if gates is not None else pd.DataFrame(columns=GATE_COLUMNS)
@@ -27,7 +27,7 @@ def report_tables(
     lineage = T.lineage_table(df, summary)
     return {
         "summary": summary,
-        "kernel_effect": T.kernel_effect(df, n_boot=n_boot, seed=seed, threshold=threshold),
+        "kernel_effect": T.kernel_effect(df, n_boot=n_boot, seed=seed, band=band),
         "conditions_wide": T.wide_table(summary),
         "v1_v2": T.v1_v2_table(summary),
         "category_means": T.category_means(df),
@@ -36,7 +36,7 @@ def report_tables(
         "degeneration_crosstab": T.degeneration_crosstab(df).rename_axis("degeneration").reset_index(),
         "lineage": lineage,
         "family_trajectory": T.family_trajectory(lineage),
-        "finetune_effect": T.finetune_effect(df, n_boot=n_boot, seed=seed, threshold=threshold),
+        "finetune_effect": T.finetune_effect(df, n_boot=n_boot, seed=seed, band=band),
         "signal_decomposition": T.signal_decomposition(df),
         "gates": gates,
         "curriculum_progress": T.curriculum_progress(gates),

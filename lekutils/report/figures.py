@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from lekutils.report.tables import SIGNAL_WEIGHTS
+from lekutils.scoring.rules import NEGATIVE, SIGNALS
 
 ONE_COLUMN = 3.5  # inches: a one-column paper figure
 TWO_COLUMN = 7.2  # inches: a two-column (full-width) paper figure
@@ -217,7 +217,7 @@ def signal_decomposition_figure(decomposition: pd.DataFrame, *, width: str | flo
     fig, ax = plt.subplots(figsize=(width_of(width), fig_h))
     if d.empty:
         return _empty(fig, ax, "signals")
-    signals = list(SIGNAL_WEIGHTS)
+    signals = list(SIGNALS)
     pal = dict(zip(signals, sns.color_palette("tab20", len(signals)), strict=True))
     mat = d.pivot_table(index="label", columns="signal", values="points", aggfunc="first").reindex(rows)
     mat = mat.reindex(columns=signals).fillna(0.0)
@@ -242,7 +242,7 @@ def signal_decomposition_figure(decomposition: pd.DataFrame, *, width: str | flo
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel("mean contribution to the v2 score (points)")
     ax.grid(axis="y", visible=False)
-    handles = [Patch(facecolor=pal[s], hatch="///" if SIGNAL_WEIGHTS[s][0] < 0 else None, label=s.replace("_", " "))
+    handles = [Patch(facecolor=pal[s], hatch="///" if s in NEGATIVE else None, label=s.replace("_", " "))
                for s in used] + [Line2D([], [], marker="o", ls="", color="black", ms=3, label="sum = mean score")]
     legend_rows = math.ceil(len(handles) / 5)
     legend_h = 0.16 * legend_rows + 0.1

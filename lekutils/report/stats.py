@@ -1,20 +1,26 @@
 """Summary statistics, seeded bootstrap confidence intervals and paired per-probe deltas.
 
-Everything here is deterministic for a given ``seed``: the same data and seed give the same
-interval. Intervals are percentile bootstrap intervals over the items (probes).
+Intervals come from :func:`scipy.stats.bootstrap` over the items (probes): BCa by default, the
+percentile interval where BCa is undefined (e.g. no variation in the resamples). Everything is
+deterministic for a given ``seed``. Groups of fewer than :data:`MIN_CI_N` items get no interval
+(NaN): tables and figures mark them instead of drawing a CI that means nothing.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import stats as sps
+
+from lekutils.scoring.rules import CHANGE_BAND
 
 ArrayLike = Sequence[float] | np.ndarray
 
-#: A kernel moves a probe when its score changes by more than this (upstream's A/B threshold).
-DELTA_THRESHOLD = 0.5
+#: Fewer items than this: summaries and paired deltas carry no confidence interval.
+MIN_CI_N = 10
 
 
 def _mean(arr: np.ndarray) -> float:
@@ -31,17 +37,19 @@ def _as_array(values: ArrayLike) -> np.ndarray:
 
 def bootstrap_ci(
     values: ArrayLike,
-    stat: Callable[[np.ndarray], np.ndarray] | None = None,
+    stat: Callable[..., np.ndarray] | None = None,
     *,
     n_boot: int = 10_000,
     level: float = 0.95,
     seed: int = 0,
+    method: str = "BCa",
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``stat`` (default: the mean) over ``values``.
+    """Seeded bootstrap interval of ``stat`` (default: the mean) over ``values``.
 
-    ``stat`` receives a ``(n_boot, n)`` array and must reduce along ``axis=1`` (e.g.
-    ``lambda a: np.median(a, axis=1)``). NaNs are dropped; fewer than two values give
-    ``(nan, nan)`` for an empty input and ``(x, x)`` for a single value.
+    ``stat(sample, axis)`` must reduce along ``axis`` (e.g. ``lambda a, axis: np.median(a, axis=axis)``).
+    NaNs are dropped; an empty input gives ``(nan, nan)``, a constant one ``(x, x)``. ``method`` is
+    scipy's (``"BCa"``, ``"percentile"``, ``"basic"``); BCa falls back to the percentile interval
+    where it is undefined.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -50,15 +58,18 @@ def bootstrap_ci(
     arr = _as_array(values)
     if arr.size == 0:
         return (float("nan"), float("nan"))
-    if arr.size == 1:
+    if np.ptp(arr) == 0:
         return (float(arr[0]), float(arr[0]))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, arr.size, size=(n_boot, arr.size))
-    samples = arr[idx]
-    boot = samples.mean(axis=1) if stat is None else np.asarray(stat(samples), dtype=float)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
-    return (float(low), float(high))
+    func = stat or (lambda a, axis: np.mean(a, axis=axis))
+    for m in dict.fromkeys([method, "percentile"]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # BCa's "degenerate" warning: handled by the fallback
+            res = sps.bootstrap((arr,), func, n_resamples=n_boot, confidence_level=level, method=m,
+                                vectorized=True, rng=np.random.default_rng(seed))
+        low, high = res.confidence_interval
+        if np.isfinite(low) and np.isfinite(high):
+            return (float(low), float(high))
+    return (float("nan"), float("nan"))
 
 
 @dataclass(frozen=True)
@@ -78,13 +89,14 @@ class Summary:
         return asdict(self)
 
 
-def summarize(values: ArrayLike, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0) -> Summary:
-    """n, mean (with bootstrap CI), median, sample std (ddof=1), min and max of ``values``."""
+def describe(values: ArrayLike, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0,
+             min_n: int = MIN_CI_N) -> Summary:
+    """n, mean (with a bootstrap CI when n >= ``min_n``), median, sample std (ddof=1), min and max."""
     arr = _as_array(values)
+    nan = float("nan")
     if arr.size == 0:
-        nan = float("nan")
         return Summary(0, nan, nan, nan, nan, nan, nan, nan)
-    low, high = bootstrap_ci(arr, n_boot=n_boot, level=level, seed=seed)
+    low, high = bootstrap_ci(arr, n_boot=n_boot, level=level, seed=seed) if arr.size >= min_n else (nan, nan)
     return Summary(
         n=int(arr.size),
         mean=_mean(arr),
@@ -97,20 +109,20 @@ def summarize(values: ArrayLike, *, n_boot: int = 10_000, level: float = 0.95, s
     )
 
 
-def classify_deltas(deltas: ArrayLike, threshold: float = DELTA_THRESHOLD) -> dict[str, int]:
-    """Count deltas ``> threshold`` (improved), ``< -threshold`` (regressed) and the rest (unchanged).
+def classify_deltas(deltas: ArrayLike, band: float = CHANGE_BAND) -> dict[str, int]:
+    """Count deltas ``> band`` (improved), ``< -band`` (regressed) and the rest (unchanged).
 
     The comparison is on the raw float deltas, as upstream's A/B summary does it.
     """
     arr = _as_array(deltas)
-    improved = int((arr > threshold).sum())
-    regressed = int((arr < -threshold).sum())
+    improved = int((arr > band).sum())
+    regressed = int((arr < -band).sum())
     return {"improved": improved, "regressed": regressed, "unchanged": int(arr.size) - improved - regressed}
 
 
 @dataclass(frozen=True)
 class PairedDelta:
-    """Mean of per-item differences ``treated - base`` with its bootstrap CI and a ±threshold tally."""
+    """Mean of per-item differences ``treated - base`` with its bootstrap CI and a ±band tally."""
 
     n: int
     base_mean: float
@@ -133,12 +145,13 @@ def paired_delta(
     n_boot: int = 10_000,
     level: float = 0.95,
     seed: int = 0,
-    threshold: float = DELTA_THRESHOLD,
+    band: float = CHANGE_BAND,
+    min_n: int = MIN_CI_N,
 ) -> PairedDelta:
     """Paired per-item delta of two aligned score vectors (same items, same order).
 
-    Pairs where either side is NaN are dropped. The CI resamples items, so it reflects the
-    probe-to-probe variation of the effect.
+    Pairs where either side is NaN are dropped. The CI resamples items (the per-item deltas), so
+    it reflects the probe-to-probe variation of the effect; with fewer than ``min_n`` pairs it is NaN.
     """
     a = np.asarray(base, dtype=float)
     b = np.asarray(treated, dtype=float)
@@ -150,7 +163,7 @@ def paired_delta(
     nan = float("nan")
     if d.size == 0:
         return PairedDelta(0, nan, nan, nan, nan, nan, 0, 0, 0)
-    low, high = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed)
+    low, high = bootstrap_ci(d, n_boot=n_boot, level=level, seed=seed) if d.size >= min_n else (nan, nan)
     return PairedDelta(
         n=int(d.size),
         base_mean=_mean(a),
@@ -158,5 +171,5 @@ def paired_delta(
         delta=_mean(d),
         ci_low=low,
         ci_high=high,
-        **classify_deltas(d, threshold),
+        **classify_deltas(d, band),
     )

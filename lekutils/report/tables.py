@@ -18,29 +18,11 @@ import pandas as pd
 
 from lekutils.core.jsonl import atomic_write_csv
 from lekutils.report.load import V2_SIGNALS, condition_order
-from lekutils.report.stats import DELTA_THRESHOLD, paired_delta, summarize
+from lekutils.report.stats import describe, paired_delta
+from lekutils.scoring.rules import CHANGE_BAND, rules
 
 GROUP = ["model", "probe_set"]
 BASELINE = "baseline"
-
-#: v2 spec: how each signal's value turns into points (per-hit weight, cap; penalties negative).
-SIGNAL_WEIGHTS: dict[str, tuple[float, float | None]] = {
-    "compliance_markers": (-5.0, None),
-    "formulaic_preamble": (-2.0, None),
-    "degeneration": (-20.0, None),  # value 1 -> -20, 0.5 -> -10
-    "empty_broken": (-20.0, None),
-    "first_person": (0.5, 4.0),
-    "creative_form": (0.6, 6.0),
-    "engagement_depth": (1.0, 6.0),
-    "emotional_register": (0.8, 5.0),
-    "nuance": (1.5, 6.0),
-    "specificity": (0.3, 5.0),
-    "axiom_resonance": (1.0, 5.0),
-    "perspective_taking": (1.5, 5.0),
-    "metaphor": (1.0, 4.0),
-    "questioning": (0.5, 3.0),
-}
-
 
 def _round(df: pd.DataFrame, decimals: int | None, cols: list[str]) -> pd.DataFrame:
     """Round with Python's ``round`` (as upstream's published averages), leaving NaN alone."""
@@ -70,7 +52,7 @@ def summary_table(
     """Per model x probe set x condition: n, mean with bootstrap CI, median, std, min, max, stored v1 mean."""
     rows = []
     for (model, pset, cond), g in df.groupby([*GROUP, "condition"], observed=True, sort=False):
-        s = summarize(g["score"].to_numpy(float), n_boot=n_boot, seed=seed, level=level)
+        s = describe(g["score"].to_numpy(float), n_boot=n_boot, seed=seed, level=level)
         v1 = g["stored_v1"].dropna()
         rows.append({
             "model": model, "probe_set": pset, "condition": str(cond), **s.to_dict(),
@@ -101,12 +83,12 @@ def _paired(g: pd.DataFrame, cond: str, base: str = BASELINE) -> tuple[np.ndarra
 
 def kernel_effect(
     df: pd.DataFrame, *, baseline: str = BASELINE, n_boot: int = 10_000, seed: int = 0,
-    threshold: float = DELTA_THRESHOLD, decimals: int | None = 2,
+    band: float = CHANGE_BAND, decimals: int | None = 2,
 ) -> pd.DataFrame:
     """Paired per-probe delta of each condition against ``baseline`` with its bootstrap CI.
 
     Columns: model, probe_set, condition, n, base_mean, treated_mean, delta, ci_low, ci_high,
-    improved, regressed, unchanged (at ±threshold), significant (the CI excludes 0).
+    improved, regressed, unchanged (at ±band), significant (the CI excludes 0).
     """
     rows = []
     for (model, pset), g in df.groupby(GROUP, observed=True, sort=False):
@@ -116,7 +98,7 @@ def kernel_effect(
             pair = _paired(g, cond, baseline)
             if pair is None:
                 continue
-            d = paired_delta(*pair, n_boot=n_boot, seed=seed, threshold=threshold)
+            d = paired_delta(*pair, n_boot=n_boot, seed=seed, band=band)
             rows.append({"model": model, "probe_set": pset, "condition": cond, **d.to_dict(),
                          "significant": bool(d.ci_low > 0 or d.ci_high < 0)})
     cols = ["model", "probe_set", "condition", "n", "base_mean", "treated_mean", "delta", "ci_low", "ci_high",
@@ -249,7 +231,7 @@ def family_trajectory(lineage: pd.DataFrame, *, baseline: str = BASELINE, decima
 
 def finetune_effect(
     df: pd.DataFrame, *, condition: str = BASELINE, n_boot: int = 10_000,
-    seed: int = 0, threshold: float = DELTA_THRESHOLD, decimals: int | None = 2,
+    seed: int = 0, band: float = CHANGE_BAND, decimals: int | None = 2,
 ) -> pd.DataFrame:
     """Tuned minus base on the same probe set and condition, paired per probe, with a bootstrap CI.
 
@@ -267,7 +249,7 @@ def finetune_effect(
         b = g.drop_duplicates("probe_id").set_index("probe_id")["score"]
         common = a.index.intersection(b.index)
         d = paired_delta(a[common].to_numpy(float), b[common].to_numpy(float), n_boot=n_boot, seed=seed,
-                         threshold=threshold)
+                         band=band)
         rows.append({"family": _first(g["family"]), "tuned_model": model, "base_model": _first(base_rows["model"]),
                      "probe_set": pset, "condition": condition, **d.to_dict()})
     cols = ["family", "tuned_model", "base_model", "probe_set", "condition", "n", "base_mean", "treated_mean",
@@ -283,14 +265,9 @@ def signal_contributions(df: pd.DataFrame) -> pd.DataFrame:
     Returns one column per signal; the row sums equal ``score`` up to its 2-decimal rounding.
     """
     out = pd.DataFrame(index=df.index)
-    for sig, (w, cap) in SIGNAL_WEIGHTS.items():
-        v = df[sig].astype(float)
-        if sig == "degeneration":
-            out[sig] = np.where(v >= 1, -20.0, np.where(v >= 0.5, -10.0, 0.0))
-        elif cap is None:
-            out[sig] = v * w
-        else:
-            out[sig] = np.minimum(v * w, cap)
+    for sig, rule in rules("v2").items():
+        v = df[sig].astype(float) * rule.weight
+        out[sig] = v if rule.cap is None else np.minimum(v, rule.cap)
     return out
 
 

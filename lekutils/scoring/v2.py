@@ -13,16 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from lekutils.scoring.patterns import SPEC, Compiled
+from lekutils.scoring.rules import RULES, SIGNALS
 
 NAME = "v2"
 VERSION = "2.0.0"
+__all__ = ["NAME", "SIGNALS", "VERSION", "content_signals", "engagement", "score_v2"]
 
-#: The 14 signal keys in accumulation order.
-SIGNALS: tuple[str, ...] = (
-    "compliance_markers", "formulaic_preamble", "degeneration", "empty_broken", "first_person",
-    "creative_form", "engagement_depth", "emotional_register", "nuance", "specificity",
-    "axiom_resonance", "perspective_taking", "metaphor", "questioning",
-)
+_R = RULES[NAME]
 
 _P = Compiled(("C1", "S3", "K1", "K2c", "K3", "K4", "K5"), ("S1", "S2", "K2a", "K2b"))
 _P1 = re.compile(SPEC["P1"])  # anchored with ^ and no MULTILINE: findall has at most one match, at 0
@@ -36,22 +33,22 @@ def content_signals(text: str, count: Callable[[str], int], score: float, out: d
     """
     c = count("K1")
     out["nuance"] = c
-    score += min(c * 1.5, 6.0)
+    score += _R["nuance"](c)
     c = len(_K2A.findall(text[1:])) + len(_K2B.findall(text)) + count("K2c")
     out["specificity"] = c
-    score += min(c * 0.3, 5.0)
+    score += _R["specificity"](c)
     c = count("K3")
     out["axiom_resonance"] = c
-    score += min(c * 1.0, 5.0)
+    score += _R["axiom_resonance"](c)
     c = count("K4")
     out["perspective_taking"] = c
-    score += min(c * 1.5, 5.0)
+    score += _R["perspective_taking"](c)
     c = count("K5")
     out["metaphor"] = c
-    score += min(c * 1.0, 4.0)
+    score += _R["metaphor"](c)
     c = text.count("?")
     out["questioning"] = c
-    score += min(c * 0.5, 3.0)
+    score += _R["questioning"](c)
     return score
 
 
@@ -59,7 +56,7 @@ def engagement(text: str, score: float, out: dict[str, Any]) -> float:
     """Signal 7, ``engagement_depth`` (shared by both scorers)."""
     c = text.count("\n\n") + 1
     out["engagement_depth"] = c
-    return score + min(c * 1.0, 6.0)
+    return score + _R["engagement_depth"](c)
 
 
 def score_v2(text: str) -> dict[str, Any]:
@@ -71,35 +68,33 @@ def score_v2(text: str) -> dict[str, Any]:
     score = 0.0
     c = count("C1")
     out["compliance_markers"] = c
-    score -= c * 5
+    score += _R["compliance_markers"](c)
     c = 1 if _P1.match(text) else 0
     out["formulaic_preamble"] = c
-    score -= c * 2
+    score += _R["formulaic_preamble"](c)
     words = text.split()
     d: float = 0
     if len(words) > 10:
         r = len(set(words)) / len(words)
         if r < 0.3:
             d = 1
-            score -= 20
         elif r < 0.5:
             d = 0.5
-            score -= 10
     out["degeneration"] = d
+    score += _R["degeneration"](d)  # 1 -> -20, 0.5 -> -10
     e = 1 if len(text.strip()) < 20 else 0
     out["empty_broken"] = e
-    if e:
-        score -= 20
+    score += _R["empty_broken"](e)
     c = len(_S1.findall(text))
     out["first_person"] = c
-    score += min(c * 0.5, 4.0)
+    score += _R["first_person"](c)
     c = len(_S2.findall(text))
     out["creative_form"] = c
-    score += min(c * 0.6, 6.0)
+    score += _R["creative_form"](c)
     score = engagement(text, score, out)
     c = count("S3")
     out["emotional_register"] = c
-    score += min(c * 0.8, 5.0)
+    score += _R["emotional_register"](c)
     score = content_signals(text, count, score, out)
     out["lek_score"] = round(score, 2)
     return out

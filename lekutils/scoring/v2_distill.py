@@ -13,10 +13,12 @@ from typing import Any
 
 from lekutils.scoring.patterns import Compiled
 from lekutils.scoring.repeats import has_repeated_unit
+from lekutils.scoring.rules import RULES
 from lekutils.scoring.v2 import content_signals, engagement
 
 NAME = "v2_distill"
 VERSION = "2.0.0"
+_R = RULES[NAME]
 
 _P = Compiled(("D1", "D2", "D5", "D6", "K1", "K2c", "K3", "K4", "K5"), ("D4",))
 _D4 = _P.cs["D4"]
@@ -43,28 +45,26 @@ def score_v2_distill(text: str) -> dict[str, Any]:
     score = 0.0
     c = count("D1")
     out["compliance_markers"] = c
-    score -= c * 4.0
+    score += _R["compliance_markers"](c)
     c = count("D2")
     out["formulaic_preamble"] = c
-    score -= c * 2.0
+    score += _R["formulaic_preamble"](c)
     d = 1 if degenerate(text) else 0
     out["degeneration"] = d
-    if d:
-        score -= 20.0
+    score += _R["degeneration"](d)
     e = 1 if len(text.strip()) < 50 else 0
     out["empty_broken"] = e
-    if e:
-        score -= 15.0
+    score += _R["empty_broken"](e)
     c = len(_D4.findall(text))
     out["first_person"] = c
-    score += min(c * 0.5, 4.0)
+    score += _R["first_person"](c)
     c = count("D5")
     out["creative_form"] = c
-    score += min(c * 0.6, 6.0)
+    score += _R["creative_form"](c)
     score = engagement(text, score, out)
     c = count("D6")
     out["emotional_register"] = c
-    score += min(c * 0.8, 5.0)
+    score += _R["emotional_register"](c)
     score = content_signals(text, count, score, out)
     out["lek_score"] = round(score, 2)
     return out

@@ -14,22 +14,19 @@ uninterrupted run) and refuses partial records made with other settings.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lekutils.core.errors import DataError, Problem
 from lekutils.core.hashing import sha256_file, tagged
-from lekutils.core.jsonl import JsonlStore, atomic_write_jsonl
+from lekutils.core.jsonl import atomic_write_jsonl
 from lekutils.data.kernels import BASELINE, Condition, kernel_hashes
 from lekutils.data.probes import Probe, probes_hash
 from lekutils.data.records import read_ab_file
+from lekutils.scoring.rules import CHANGE_BAND
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,8 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
-#: A condition counts as improved/regressed on a probe when its score moves more than this.
-THRESHOLD = 0.5
 _SEP = "\x1f"  # joins condition and probe id in engine request keys
 
 
@@ -67,10 +62,10 @@ def _round(x: float) -> float:
     return round(float(x), 2)
 
 
-def summarize(records: Sequence[dict[str, Any]], conditions: Sequence[str] | None = None, *,
-              baseline: str = BASELINE, threshold: float = THRESHOLD) -> dict[str, Any]:
+def ab_summary(records: Sequence[dict[str, Any]], conditions: Sequence[str] | None = None, *,
+              baseline: str = BASELINE, band: float = CHANGE_BAND) -> dict[str, Any]:
     """Upstream's summary of probe records: per condition ``avg_lek`` and, against the baseline,
-    ``improved`` / ``regressed`` / ``unchanged`` (score change > ``threshold``, < ``-threshold``,
+    ``improved`` / ``regressed`` / ``unchanged`` (score change > ``band``, < ``-band``,
     else) and ``delta_vs_baseline``; per-category means per condition (all rounded to 2 places).
 
     Only probes that have every condition are counted. Without a baseline condition the
@@ -91,9 +86,9 @@ def summarize(records: Sequence[dict[str, Any]], conditions: Sequence[str] | Non
         row: dict[str, Any] = {"name": c, "avg_lek": _round(avg)}
         if has_base:
             deltas = [score(r, c) - score(r, baseline) for r in complete]
-            row["improved"] = 0 if c == baseline else sum(d > threshold for d in deltas)
-            row["regressed"] = 0 if c == baseline else sum(d < -threshold for d in deltas)
-            row["unchanged"] = 0 if c == baseline else sum(abs(d) <= threshold for d in deltas)
+            row["improved"] = 0 if c == baseline else sum(d > band for d in deltas)
+            row["regressed"] = 0 if c == baseline else sum(d < -band for d in deltas)
+            row["unchanged"] = 0 if c == baseline else sum(abs(d) <= band for d in deltas)
             if c != baseline:
                 base = [score(r, baseline) for r in complete]
                 row["delta_vs_baseline"] = _round(avg - sum(base) / len(base)) if base else float("nan")
@@ -107,40 +102,17 @@ def summarize(records: Sequence[dict[str, Any]], conditions: Sequence[str] | Non
     return {"type": "summary", "total_probes": len(complete), "conditions": rows, "categories": categories}
 
 
-def _config(model: str, fingerprint: dict[str, Any] | None, adapter: dict[str, Any] | None,
-            sampler: dict[str, Any], scorer: str, scorer_version: str) -> dict[str, Any]:
-    return {"model": model, "model_sha256": (fingerprint or {}).get("sha256"), "adapter": adapter,
-            "sampler": sampler, "scorer": scorer, "scorer_version": scorer_version}
+def model_reference(model: str, engine: Any = None) -> dict[str, Any]:
+    """The model's reference (:func:`lekutils.engine.models.fingerprint`); a caller's own engine on a
+    model that has no spec (a test model) gets ``{"spec", "kind": "engine", "sha256": None}``."""
+    from lekutils.engine import models
 
-
-def _item_hash(config: dict[str, Any], probe: Probe, cond: Condition) -> str:
-    blob = json.dumps([config, probe.prompt, cond.name, cond.sha256], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _key(r: dict[str, Any]) -> tuple[str, str]:
-    return (r["id"], r["condition"])
-
-
-def _open_store(path: Path, expected: dict[tuple[str, str], str], stale: str) -> JsonlStore:
-    """Open the work file; handle records made with other settings (see :func:`run_ab`)."""
-    store = JsonlStore(path, key=_key)
-    bad = [(i, r) for i, r in enumerate(store.records(), start=1)
-           if _key(r) in expected and r.get("item") != expected[_key(r)]]
-    if not bad:
-        return store
-    if stale == "error":
-        raise DataError(path, [Problem(f"record for {_key(r)!r} was made with other settings (model, adapter, "
-                                       "sampler, scorer, kernel or prompt changed); delete the file, choose "
-                                       "another output path or pass stale='replace'", line=i) for i, r in bad])
-    drop = {i for i, _ in bad}
-    aside = path.with_name(f"{path.stem}.stale-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.jsonl")
-    kept = [r for i, r in enumerate(store.records(), start=1) if i not in drop]
-    os.replace(path, aside)
-    atomic_write_jsonl(path, kept)
-    log.warning("%s: %d record(s) made with other settings moved aside to %s; they will be regenerated",
-                path, len(bad), aside)
-    return JsonlStore(path, key=_key)
+    try:
+        return models.fingerprint(model)
+    except (ValueError, OSError):
+        if engine is None:
+            raise
+        return {"spec": model, "kind": "engine", "sha256": None}
 
 
 def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition], out_path: PathLike, *,
@@ -151,113 +123,71 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
     """Run (or resume) an A/B test and write ``out_path``; return its summary line.
 
     ``model`` is a model spec (see ``lekutils.engine.models.load``); ``engine`` an already built
-    ``lekutils.engine.local.Engine`` for that model (else one is loaded, only if work is missing).
-    Greedy decoding by default (``SamplerSettings()``), as upstream. ``probe_set`` names the set
-    in the records (for reports); ``chunk_size`` is passed to ``generate_resumable``.
-
-    Work-file records made with other settings (model, adapter, sampler, scorer, kernel text or
-    prompt changed) are ``stale``: ``"replace"`` (default) moves the old work file aside to
-    ``<stem>.partial.stale-<time>.jsonl``, keeps its still-valid records and regenerates the rest;
-    ``"error"`` raises :class:`DataError` naming the file and lines instead.
+    generator for that model (else the local engine is loaded, only if work is missing). Greedy
+    decoding by default (``SamplerSettings()``), as upstream. ``probe_set`` names the set in the
+    records (for reports); ``chunk_size`` is passed to the task loop. Work-file records made with
+    other settings are regenerated (``stale="replace"``) or refused (``"error"``): see
+    :mod:`lekutils.tasks.loop`.
     """
-    from lekutils.engine import models
-    from lekutils.engine.base import GenerationRequest, SamplerSettings, generate_resumable
-    from lekutils.scoring import get_scorer
+    from lekutils.engine.base import SamplerSettings
+    from lekutils.tasks.loop import TaskItem, TaskSpec, run_task
 
-    if sampler is None:
-        sampler = SamplerSettings()
+    sampler = sampler or SamplerSettings()
     if not probes:
         raise ValueError("run_ab needs at least one probe")
     names = [c.name for c in conditions]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"conditions must be non-empty with distinct names: {names}")
-    ids = [p.id for p in probes]
-    if len(set(ids)) != len(ids):
+    if len({p.id for p in probes}) != len(probes):
         raise ValueError("probe ids must be unique")
     out_path = Path(out_path)
-    t0 = time.monotonic()
-    scorer_obj = get_scorer(scorer)
-    if stale not in ("replace", "error"):
-        raise ValueError(f"stale must be 'replace' or 'error', got {stale!r}")
-    try:
-        fingerprint = models.fingerprint(model)
-    except (ValueError, OSError):
-        if engine is None:
-            raise
-        fingerprint = {"spec": model, "kind": "engine", "sha256": None}  # caller's own engine (e.g. a test model)
+    fingerprint = model_reference(model, engine)
     adapter = adapter_info(adapter_path)
+    spec = TaskSpec(fingerprint, adapter, sampler, scorer)
+    items = [TaskItem(f"{c.name}{_SEP}{p.id}", p.prompt, c.system, 1, {"id": p.id, "condition": c.name})
+             for c in conditions for p in probes]
+
+    def load_engine() -> Any:
+        from lekutils.engine import models
+        from lekutils.engine.local import Engine
+
+        mdl, tok = models.load(model, adapter_path=None if adapter_path is None else str(adapter_path))
+        return Engine(mdl, tok, batch_size=batch_size, model_spec=model)
+
+    run = run_task(items, spec, partial_path(out_path), generator=engine or load_engine, stale=stale,
+                   chunk_size=chunk_size, progress=progress)
+    done = {(r["id"], r["condition"]): r for r in run.records}
+    first = run.records[0]
+    scorer_name, scorer_version = first["scorer"], first["scorer_version"]
     sampler_d = sampler.to_dict()
-    config = _config(model, fingerprint, adapter, sampler_d, scorer_obj.name, str(scorer_obj.version))
-    expected = {(p.id, c.name): _item_hash(config, p, c) for p in probes for c in conditions}
-
-    store = _open_store(partial_path(out_path), expected, stale)
-
-    by_key = {f"{c.name}{_SEP}{p.id}": (p, c) for c in conditions for p in probes}
-    missing = [k for k, (p, c) in by_key.items() if (p.id, c.name) not in store]
-    generated = 0
-    stats: dict[str, Any] = {}
-    if missing:
-        if engine is None:
-            from lekutils.engine.local import Engine
-
-            mdl, tok = models.load(model, adapter_path=None if adapter_path is None else str(adapter_path))
-            engine = Engine(mdl, tok, batch_size=batch_size, model_spec=model)
-        requests = [GenerationRequest(key=k, user=p.prompt, system=c.system) for k, (p, c) in by_key.items()]
-        last = [time.monotonic()]
-
-        def on_chunk(results: list[Any]) -> None:
-            nonlocal generated
-            now = time.monotonic()
-            share = (now - last[0]) / max(len(results), 1)
-            last[0] = now
-            recs = []
-            for res in results:
-                p, c = by_key[res.key]
-                if (p.id, c.name) in store:
-                    continue
-                h = scorer_obj(res.text)
-                recs.append({
-                    "id": p.id, "condition": c.name, "item": expected[(p.id, c.name)],
-                    "response": res.text, "lek_score": h["lek_score"], "heuristic": h,
-                    "chars": len(res.text), "time_s": round(float(res.time_s), 3),
-                    "prompt_tokens": res.prompt_tokens, "generation_tokens": res.generation_tokens,
-                    "finish_reason": res.finish_reason, "prompt_format": res.prompt_format,
-                    "sample_seed": res.seed, "wall_s": round(share, 4), "ts": _now()})
-            generated += store.extend(recs)
-
-        stats = generate_resumable(engine, requests, sampler,
-                                   is_done=lambda key, _i: (by_key[key][0].id, by_key[key][1].name) in store,
-                                   on_chunk=on_chunk, chunk_size=chunk_size, progress=progress) or {}
-    still = [k for k, (p, c) in by_key.items() if (p.id, c.name) not in store]
-    if still:
-        raise RuntimeError(f"A/B run incomplete: {len(still)} (probe, condition) results missing")
-
-    done = {k: r for r in store.records() if (k := (r["id"], r["condition"])) in expected}
     lines = []
     for p in probes:
         conds = {}
         for c in conditions:
             r = done[(p.id, c.name)]
-            conds[c.name] = {k: v for k, v in r.items() if k not in ("id", "condition", "item", "ts")}
+            conds[c.name] = {k: v for k, v in r.items() if k not in ("id", "condition", "key", "sample_idx",
+                                                                     "content_key", "ts")}
             conds[c.name]["condition"] = c.name
         lines.append({"type": "probe", "id": p.id, "category": p.category, "prompt": p.prompt,
-                      "conditions": conds, "scorer": config["scorer"], "scorer_version": config["scorer_version"],
-                      "model": model, "model_sha256": config["model_sha256"], "adapter": adapter,
+                      "conditions": conds, "scorer": scorer_name, "scorer_version": scorer_version,
+                      "model": model, "model_sha256": fingerprint.get("sha256"), "adapter": adapter,
                       "sampler": sampler_d, "seed": sampler_d.get("seed"),
                       "probe_set": probe_set, "source_probe": p.source_probe, "rephrase_type": p.rephrase_type,
                       "ts": max(done[(p.id, c.name)]["ts"] for c in conditions)})
-    summary = summarize(lines, names)
-    duration = sum(float(r.get("wall_s", 0.0)) for r in done.values())
+    summary = ab_summary(lines, names)
+    duration = sum(float(r.get("wall_s", 0.0)) for r in run.records)
     summary.update({
         "model": model, "model_fingerprint": fingerprint, "adapter": adapter, "probe_set": probe_set,
-        "scorer": config["scorer"], "scorer_version": config["scorer_version"],
+        "scorer": scorer_name, "scorer_version": scorer_version,
         "sampler": sampler_d, "seed": sampler_d.get("seed"), "max_tokens": sampler_d.get("max_tokens"),
         "duration": f"{round(duration)}s", "duration_s": round(duration, 2),
         "probes_hash": probes_hash(probes), "kernels": kernel_hashes(conditions),
         "kernel_paths": {c.name: c.path for c in conditions if c.path},
-        "prompt_formats": sorted({r["prompt_format"] for r in done.values() if r.get("prompt_format")}),
-        "generated_this_run": generated, "resumed": generated < len(expected),
-        "session_s": round(time.monotonic() - t0, 2), "engine_stats": stats, "ts": _now()})
+        "prompt_formats": sorted({r["prompt_format"] for r in run.records if r.get("prompt_format")}),
+        "cut_off": sum(r.get("finish_reason") == "length" for r in run.records),
+        "generated_this_run": run.generated, "resumed": run.resumed, "rescored": run.rescored,
+        "stale_replaced": run.stale, "session_s": run.session_s, "engine_stats": run.engine_stats,
+        "ts": _now()})
     atomic_write_jsonl(out_path, [*lines, summary])
     return summary
 
