@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lekutils.core.errors import DataError
-from lekutils.tasks.abtest import ab_frame, ab_summary, load_ab, load_ab_summary, partial_path
+from lekutils.tasks.abtest import ab_frame, ab_summary, load_ab, load_ab_summary
+from lekutils.tasks.loop import adapter_info, work_path
 
 AB_FILES = ["ab-base-1b-mlxlm.jsonl", "ab-base-27b-mlxlm.jsonl", "ab-base-gemma3-12b-mlxlm.jsonl",
             "ab-lek-gemma3-1b-v1-mlxlm.jsonl", "ab-p100-gemma3-12b-mlxlm.jsonl"]
@@ -71,13 +72,13 @@ def test_reader_errors(tmp_path: Path) -> None:
     assert [(p.line, p.field) for p in e.value.problems] == [(2, "conditions.baseline.lek_score"), (3, "type")]
 
 
-def test_partial_path() -> None:
-    assert partial_path("runs/smoke/ab/x.jsonl") == Path("runs/smoke/ab/x.partial.jsonl")
+def test_work_path() -> None:
+    assert work_path("runs/smoke/ab/x.jsonl") == Path("runs/smoke/ab/x.partial.jsonl")
 
 
 def test_select_probes_run_name_adapter_info(tmp_path: Path) -> None:
     from lekutils.data.probes import Probe
-    from lekutils.tasks.abtest import adapter_info, run_name, select_probes
+    from lekutils.tasks.abtest import run_name, select_probes
 
     ps = [Probe(f"P{i}", "c", "p") for i in range(5)]
     assert [p.id for p in select_probes(ps, max_probes=2)] == ["P0", "P1"]

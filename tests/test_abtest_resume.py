@@ -20,7 +20,8 @@ from lekutils.data.probes import load_probes
 from lekutils.engine.base import SamplerSettings
 from lekutils.engine.local import Engine
 from lekutils.engine.models.tiny import tiny
-from lekutils.tasks.abtest import ab_summary, load_ab, load_ab_summary, partial_path, run_ab
+from lekutils.tasks.abtest import ab_summary, load_ab, load_ab_summary, run_ab
+from lekutils.tasks.loop import work_path
 
 EVAL = Path(__file__).resolve().parents[1] / "data" / "probes" / "eval-v1.json"
 
@@ -81,7 +82,7 @@ def test_stale_work_file_replaced_or_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="other settings") as e:
         run_ab("tiny:system", probes, conditions({"k": k}), out, engine=eng, sampler=SamplerSettings(max_tokens=4),
                stale="error")
-    assert e.value.path == str(partial_path(out)) and len(e.value.problems) == 2
+    assert e.value.path == str(work_path(out)) and len(e.value.problems) == 2
     s = run_ab("tiny:system", probes, conditions({"k": k}), out, engine=eng, sampler=SamplerSettings(max_tokens=4))
     assert s["generated_this_run"] == 2
     assert len(list((tmp_path / ".stale").glob("ab.partial.*.jsonl"))) == 1  # out of the report's globs
@@ -120,7 +121,7 @@ def test_kill9_then_resume_completes_exactly_once(tmp_path: Path, repo_root: Pat
     script = tmp_path / "ab.py"
     script.write_text(SCRIPT.format(n=N_PROBES, mt=MAX_TOKENS))
     out = tmp_path / "ab" / "killed.jsonl"
-    part = partial_path(out)
+    part = work_path(out)
     names = ["baseline", "json", "txt"]
     total = N_PROBES * len(names)
 

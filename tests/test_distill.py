@@ -75,7 +75,8 @@ def make_probes(n: int) -> list[Probe]:
 
 def settings(**kw) -> DistillSettings:
     base = {"phase": 1, "model": "tiny-random", "kernel": KERNEL, "samples": 3, "temperature": 0.9,
-            "top_p": 0.95, "max_tokens": 24, "seed": 5, "threshold": 0.0, "batch_size": 4, "chunk_size": 4}
+            "top_p": 0.95, "max_tokens": 24, "seed": 5, "keep_threshold": 0.0, "batch_size": 4, "chunk_size": 4,
+            "allow_truncated": True}
     return DistillSettings(**{**base, **kw})
 
 
@@ -85,8 +86,8 @@ def engine():
 
 
 def test_settings_validation_and_keys(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="gate"):
-        settings(gate="vibes")
+    with pytest.raises(ValueError, match="keep_on"):
+        settings(keep_on="vibes")
     with pytest.raises(ValueError, match="samples"):
         settings(samples=0)
     assert phase_dir("runs/smoke", 3) == Path("runs/smoke/distill/phase3")
@@ -100,11 +101,11 @@ def test_settings_validation_and_keys(tmp_path: Path) -> None:
 def test_every_generation_recorded_and_kept_ones_in_upstream_shape(tmp_path: Path, engine) -> None:
     probes = make_probes(4)
     raw = tmp_path / "raw.jsonl"
-    first = distill(probes, raw, settings(threshold=-1000.0), engine=engine, raise_if_empty=False)
+    first = distill(probes, raw, settings(keep_threshold=-1000.0), engine=engine, raise_if_empty=False)
     scores = sorted(r["lek_score"] for r in generation_records(raw))
     thr = scores[len(scores) // 2]  # about half pass
     raw = tmp_path / "gated.jsonl"
-    summary = distill(probes, raw, settings(threshold=thr), engine=engine)
+    summary = distill(probes, raw, settings(keep_threshold=thr), engine=engine)
     lines = [json.loads(x) for x in raw.read_text().splitlines()]
     assert lines[0]["type"] == "config" and lines[-1]["type"] == "summary"
     recs = generation_records(raw)
@@ -131,47 +132,47 @@ def test_every_generation_recorded_and_kept_ones_in_upstream_shape(tmp_path: Pat
     assert summary["best_score"] == max(scores) and read_summary(raw) == summary
     # same seed and settings -> same samples; a finished run is not redone
     assert [r["response"] for r in generation_records(tmp_path / "raw.jsonl")] == [r["response"] for r in recs]
-    assert distill(probes, raw, settings(threshold=thr), engine=engine) == summary
+    assert distill(probes, raw, settings(keep_threshold=thr), engine=engine) == summary
     assert raw.read_text().count("\n") == len(lines)
     assert first["total_kept"] == 12
 
 
-def test_structural_gate_and_phase0_without_kernel(tmp_path: Path, engine) -> None:
+def test_structural_keep_rule_and_phase0_without_kernel(tmp_path: Path, engine) -> None:
     raw = tmp_path / "p0.jsonl"
-    s = distill(make_probes(2), raw, settings(phase=0, kernel=None, gate="structural", threshold=-1000.0),
+    s = distill(make_probes(2), raw, settings(phase=0, kernel=None, keep_on="structural", keep_threshold=-1000.0),
                 engine=engine)
     recs = generation_records(raw)
     assert s["total_kept"] == 6 and all(r["condition"] == "baseline" and r["kernel_sha256"] is None for r in recs)
-    assert all(r["gate_value"] == r["structural_score"] for r in recs)
+    assert all(r["keep_value"] == r["structural_score"] for r in recs)
     assert recs[0]["prompt_tokens"] < 40
 
 
 def test_nothing_kept_names_best_score_and_settings_mismatch_refused(tmp_path: Path, engine) -> None:
     raw = tmp_path / "raw.jsonl"
     with pytest.raises(NothingKeptError) as e:
-        distill(make_probes(2), raw, settings(threshold=1000.0), engine=engine)
+        distill(make_probes(2), raw, settings(keep_threshold=1000.0), engine=engine)
     best = max(r["lek_score"] for r in generation_records(raw))
     assert e.value.best_score == best and f"best was {best}" in str(e.value)
     assert read_summary(raw)["total_kept"] == 0
     with pytest.raises(DataError) as e2:
-        distill(make_probes(2), raw, settings(threshold=1000.0, temperature=0.5), engine=engine)
-    assert "field 'temperature'" in str(e2.value) and "line 1" in str(e2.value)
+        distill(make_probes(2), raw, settings(keep_threshold=1000.0, temperature=0.5), engine=engine)
+    assert "other settings" in str(e2.value) and "raw.partial.jsonl" in str(e2.value)
 
 
 def test_new_threshold_regates_without_generating_again(tmp_path: Path, engine) -> None:
     raw = tmp_path / "raw.jsonl"
     with pytest.raises(NothingKeptError):
-        distill(make_probes(2), raw, settings(threshold=1000.0), engine=engine)
+        distill(make_probes(2), raw, settings(keep_threshold=1000.0), engine=engine)
     before = {record_key(r): r["response"] for r in generation_records(raw)}
     scores = sorted(r["lek_score"] for r in generation_records(raw))
     # engine=None: generating anything would try to load the model "tiny-random" and fail
-    s = distill(make_probes(2), raw, settings(threshold=scores[3]), engine=None)
+    s = distill(make_probes(2), raw, settings(keep_threshold=scores[3]), engine=None)
     recs = generation_records(raw)
     assert {record_key(r): r["response"] for r in recs} == before
     assert s["total_kept"] == sum(x >= scores[3] for x in scores) == sum(r["type"] == "training" for r in recs)
     assert all(("training" in r) == r["kept"] for r in recs) and read_summary(raw) == s
     lines = [json.loads(x) for x in raw.read_text().splitlines()]
-    assert lines[0]["threshold"] == scores[3] and lines[-1]["type"] == "summary"
+    assert lines[0]["keep_threshold"] == scores[3] and lines[-1]["type"] == "summary"
     assert sum(r.get("type") == "summary" for r in lines) == 1
 
 
@@ -198,22 +199,23 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path, repo_r
     script = tmp_path / "distill_run.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
     ref, killed = tmp_path / "ref" / "raw.jsonl", tmp_path / "killed" / "raw.jsonl"
+    work = killed.with_name("raw.partial.jsonl")
     proc = _run(script, ref, 0.0, repo_root)
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0 and "DONE 24" in out, out
 
     proc = _run(script, killed, 0.3, repo_root)  # slowed between chunks so the kill lands mid-run
     deadline = time.monotonic() + 120
-    while (not killed.exists() or killed.read_bytes().count(b"\n") < 5) and proc.poll() is None \
+    while (not work.exists() or work.read_bytes().count(b"\n") < 4) and proc.poll() is None \
             and time.monotonic() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, f"run ended before the kill:\n{proc.stdout.read()}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    done = killed.read_bytes().count(b"\n") - 1
-    assert 4 <= done < 24 and read_summary(killed) is None
-    with killed.open("ab") as fh:  # a torn write, as a crash inside write() leaves
-        fh.write(b'{"type": "training", "prompt_id": "T0')
+    done = work.read_bytes().count(b"\n")
+    assert 4 <= done < 24 and read_summary(killed) is None and not killed.exists()
+    with work.open("ab") as fh:  # a torn write, as a crash inside write() leaves
+        fh.write(b'{"type": "generation", "prompt_id": "T0')
 
     proc = _run(script, killed, 0.0, repo_root)
     out = proc.communicate(timeout=300)[0]
@@ -222,6 +224,8 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path, repo_r
     parsed = [json.loads(x) for x in raw_lines]  # no truncated line left
     keys = [record_key(r) for r in parsed]
     assert len(keys) == len(set(keys)) == 26  # config + 24 + summary, no duplicate
+    work_keys = [(r["key"], r["sample_idx"]) for r in map(json.loads, work.read_text().splitlines())]
+    assert len(work_keys) == len(set(work_keys)) == 24  # the torn line was cut, nothing stored twice
     a, b = generation_records(ref), generation_records(killed)
     assert {record_key(r) for r in a} == {record_key(r) for r in b}
     ka = {record_key(r): (r["response"], r["lek_score"], r["kept"], r["seed"]) for r in a}

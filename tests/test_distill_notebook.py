@@ -24,10 +24,10 @@ def test_phase_parameter_files_validate(profile: str) -> None:
     expect = {"smoke": None, "gemma3-27b": {0: 10.0, 1: 24.0, 2: 22.0, 3: 20.0, 4: 25.0}}[profile]
     for k in range(5):
         p = _execution(profile, k).parameters
-        assert p["phase"] == k and (p["kernel"] == "") == (k == 0) and (p["gate"] == "structural") == (k == 0)
+        assert p["phase"] == k and (p["kernel"] == "") == (k == 0) and (p["keep_on"] == "structural") == (k == 0)
         assert p["temperature"] == (0.9 if k == 0 else 0.8) and p["rephrasings"] == (k == 1)
         if expect:
-            assert p["threshold"] == expect[k] and p["samples_per_prompt"] == 8
+            assert p["keep_threshold"] == expect[k] and p["samples_per_prompt"] == 8
         for f in p["prompt_files"]:
             assert Path(f).exists() or (PARAMS_DIR.parent / f).exists()
 

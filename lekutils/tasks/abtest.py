@@ -6,7 +6,7 @@ shape: one ``{"type": "probe", "id", "category", "prompt", "conditions": {name: 
 "summary", ...}`` line. Our records add the scorer, model, adapter, sampler, seed, token counts,
 finish reasons and prompt formats.
 
-Resumable: each (probe, condition) result goes to ``<out>.partial.jsonl`` (a
+Resumable (:mod:`lekutils.tasks.loop`): each (probe, condition) result goes to ``<out>.partial.jsonl`` (a
 :class:`~lekutils.core.jsonl.JsonlStore`) as soon as its generation chunk is done; a re-run after a
 crash generates only what is missing (the engine's fixed chunking makes it equal to an
 uninterrupted run) and refuses partial records made with other settings.
@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lekutils.core.hashing import sha256_file, tagged
 from lekutils.core.jsonl import atomic_write_jsonl
 from lekutils.data.kernels import BASELINE, Condition, kernel_hashes
 from lekutils.data.probes import Probe, probes_hash
@@ -39,23 +38,8 @@ PathLike = str | os.PathLike[str]
 _SEP = "\x1f"  # joins condition and probe id in engine request keys
 
 
-def partial_path(out_path: PathLike) -> Path:
-    """The work file of an A/B run: ``<out stem>.partial.jsonl`` beside ``out_path``."""
-    out = Path(out_path)
-    return out.with_name(out.stem + ".partial.jsonl")
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
-
-
-def adapter_info(adapter_path: PathLike | None) -> dict[str, Any] | None:
-    """``{"path", "sha256"}`` of a LoRA adapter folder (hash of its weights file if present)."""
-    if adapter_path is None:
-        return None
-    p = Path(adapter_path)
-    weights = p / "adapters.safetensors" if p.is_dir() else p
-    return {"path": str(adapter_path), "sha256": tagged(sha256_file(weights)) if weights.is_file() else None}
 
 
 def _round(x: float) -> float:
@@ -102,19 +86,6 @@ def ab_summary(records: Sequence[dict[str, Any]], conditions: Sequence[str] | No
     return {"type": "summary", "total_probes": len(complete), "conditions": rows, "categories": categories}
 
 
-def model_reference(model: str, engine: Any = None) -> dict[str, Any]:
-    """The model's reference (:func:`lekutils.engine.models.fingerprint`); a caller's own engine on a
-    model that has no spec (a test model) gets ``{"spec", "kind": "engine", "sha256": None}``."""
-    from lekutils.engine import models
-
-    try:
-        return models.fingerprint(model)
-    except (ValueError, OSError):
-        if engine is None:
-            raise
-        return {"spec": model, "kind": "engine", "sha256": None}
-
-
 def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition], out_path: PathLike, *,
            adapter_path: PathLike | None = None, sampler: SamplerSettings | None = None,
            scorer: str = "v2", batch_size: int = 16, engine: Any = None,
@@ -130,7 +101,7 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
     :mod:`lekutils.tasks.loop`.
     """
     from lekutils.engine.base import SamplerSettings
-    from lekutils.tasks.loop import TaskItem, TaskSpec, run_task
+    from lekutils.tasks.loop import TaskItem, TaskSpec, adapter_info, model_reference, run_task, work_path
 
     sampler = sampler or SamplerSettings()
     if not probes:
@@ -154,7 +125,7 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
         mdl, tok = models.load(model, adapter_path=None if adapter_path is None else str(adapter_path))
         return Engine(mdl, tok, batch_size=batch_size, model_spec=model)
 
-    run = run_task(items, spec, partial_path(out_path), generator=engine or load_engine, stale=stale,
+    run = run_task(items, spec, work_path(out_path), generator=engine or load_engine, stale=stale,
                    chunk_size=chunk_size, progress=progress)
     done = {(r["id"], r["condition"]): r for r in run.records}
     first = run.records[0]

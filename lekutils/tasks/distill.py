@@ -1,17 +1,20 @@
-"""Self-distillation: sample answers with the kernel, score them, keep those above a threshold.
+"""Self-distillation: sample answers with the kernel, score them, keep those that pass the keep rule.
 
-Every generation -- kept or not -- becomes one line of ``<run_dir>/distill/phaseK/raw.jsonl``
-(a :class:`~lekutils.core.jsonl.JsonlStore` keyed by ``(prompt_id, sample_idx)``) carrying its score,
-all signals, scorer and version, model, adapter, condition, sampler, seed, token counts and timings.
-Kept lines are also in upstream's shape (``type: "training"``, ``training.messages`` = the user
-prompt WITHOUT the kernel and the kernel-boosted answer, ``meta``), rejected ones are
-``type: "generation"``; the file opens with a ``config`` line and ends with a ``summary`` line,
-so upstream's extract step reads it unchanged.
+Generation, scoring and resumption are the task loop's (:mod:`lekutils.tasks.loop`): every sample
+goes to the work file ``raw.partial.jsonl`` as soon as its chunk is done. When all are there,
+``<run_dir>/distill/phaseK/raw.jsonl`` is written atomically: a ``config`` line, one line per
+generation -- kept or not -- carrying its score, all signals, scorer and version, model, adapter,
+condition, sampler, seed, token counts, finish reason and timings, then a ``summary`` line. Kept
+lines are also in upstream's shape (``type: "training"``, ``training.messages`` = the user prompt
+WITHOUT the kernel and the kernel-boosted answer, ``meta``), rejected ones are ``type:
+"generation"``, so upstream's extract step reads the file unchanged.
 
-Generation goes through :func:`lekutils.engine.base.generate_resumable` (batched, kernel prefix cached
-by the engine): a run killed at any point and started again finishes with exactly the records of
-an uninterrupted run. Starting again with other generation settings on the same file is refused;
-a new threshold, gate or scorer re-gates the recorded generations without generating them again.
+The keep rule: ``keep_on`` (the whole v2 ``lek_score``, or ``structural`` = penalties plus the
+structural signals, for phase 0's creative prompts) ``>= keep_threshold``, and the answer finished
+(an answer cut off at ``max_tokens`` is excluded unless ``allow_truncated``). A new keep rule or
+scorer re-applies to the recorded generations without generating them again; other generation
+settings on the same work file are refused (``stale="error"``, the default here: distillation is
+expensive) or regenerated (``stale="replace"``).
 """
 
 from __future__ import annotations
@@ -25,24 +28,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lekutils.core.errors import DataError, Problem
-from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl
-from lekutils.report.audit import structural_score
+from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl, read_jsonl
+from lekutils.scoring.rules import structural_score
 
 log = logging.getLogger(__name__)
 
-GATES = ("lek_score", "structural")
+KEEP_ON = ("lek_score", "structural")
 GENERATION_TYPES = ("training", "generation")
 _CONFIG_KEY = ("__config__", -1)
 _SUMMARY_KEY = ("__summary__", -1)
-#: Config fields that may change on resume: existing generations are re-scored and re-gated, not redone.
-_REGATE = ("threshold", "gate", "scorer", "scorer_version")
-#: Config fields not compared on resume (the kernel's sha256 is; its path may be spelt differently).
-_UNCOMPARED = ("kernel", "kernel_path")
 
 
 class NothingKeptError(RuntimeError):
-    """No generation of a phase passed its threshold; carries the best score seen."""
+    """No generation of a phase passed its keep rule; carries the best score seen."""
 
     def __init__(self, message: str, summary: dict[str, Any]):
         super().__init__(message)
@@ -54,9 +52,11 @@ class NothingKeptError(RuntimeError):
 class DistillSettings:
     """Everything that decides what a distillation phase generates and keeps.
 
-    ``gate`` picks the number compared with ``threshold``: ``lek_score`` (the whole v2 score) or
-    ``structural`` (penalties plus the structural signals only, used for phase 0's creative
-    prompts). ``kernel`` is a kernel file whose raw text is the system message; None runs bare.
+    ``keep_on`` picks the number compared with ``keep_threshold``: ``lek_score`` (the whole v2
+    score) or ``structural`` (penalties plus the structural signals only). ``kernel`` is a kernel
+    file whose raw text is the system message; None runs bare. ``allow_truncated`` keeps answers
+    cut off at ``max_tokens`` (excluded by default: a truncated target teaches the model to stop
+    mid-sentence or to ramble).
     """
 
     phase: int
@@ -66,18 +66,19 @@ class DistillSettings:
     samples: int = 8
     temperature: float = 0.8
     top_p: float = 0.95
-    max_tokens: int = 4096
+    max_tokens: int = 512
     seed: int = 0
-    threshold: float = 24.0
-    gate: str = "lek_score"
+    keep_threshold: float = 24.0
+    keep_on: str = "lek_score"
+    allow_truncated: bool = False
     scorer: str = "v2"
     batch_size: int = 16
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
-        if self.gate not in GATES:
-            problems.append(f"gate must be one of {GATES}, got {self.gate!r}")
+        if self.keep_on not in KEEP_ON:
+            problems.append(f"keep_on must be one of {KEEP_ON}, got {self.keep_on!r}")
         if self.samples < 1:
             problems.append(f"samples must be >= 1, got {self.samples}")
         if self.max_tokens < 1:
@@ -89,7 +90,7 @@ class DistillSettings:
         if problems:
             raise ValueError("; ".join(problems))
 
-    def sampler(self):
+    def sampler(self) -> Any:
         """The engine's :class:`~lekutils.engine.base.SamplerSettings` for these settings."""
         from lekutils.engine.base import SamplerSettings
 
@@ -103,7 +104,7 @@ def phase_dir(run_dir: str | os.PathLike[str], phase: int) -> Path:
 
 
 def record_key(rec: Record) -> tuple[str, int]:
-    """Store key of a raw record: ``(prompt_id, sample_idx)``; config/summary lines get fixed keys."""
+    """Key of a raw record: ``(prompt_id, sample_idx)``; config/summary lines get fixed keys."""
     t = rec.get("type")
     if t == "config":
         return _CONFIG_KEY
@@ -113,18 +114,20 @@ def record_key(rec: Record) -> tuple[str, int]:
 
 
 def open_store(path: str | os.PathLike[str]) -> JsonlStore:
-    """Open (creating on first append) a raw distillation file."""
+    """Open a raw distillation file (ours or upstream's) as a keyed store."""
     return JsonlStore(path, key=record_key)
 
 
 def generation_records(path: str | os.PathLike[str]) -> list[Record]:
     """All generation lines (kept and rejected) of a raw file, without config/summary."""
-    return [r for r in open_store(path).records() if r.get("type") in GENERATION_TYPES]
+    return [r for r in read_jsonl(path) if r.get("type") in GENERATION_TYPES]
 
 
 def read_summary(path: str | os.PathLike[str]) -> Record | None:
     """The summary line of a raw file, or None while the phase is unfinished."""
-    return next((r for r in open_store(path).records() if r.get("type") == "summary"), None)
+    if not Path(path).exists():
+        return None
+    return next((r for r in read_jsonl(path) if r.get("type") == "summary"), None)
 
 
 def with_rephrasings(probes: Sequence[Any]) -> list[Any]:
@@ -148,105 +151,53 @@ def _kernel(settings: DistillSettings) -> tuple[str | None, dict[str, Any]]:
     return cond.system, {"condition": cond.name, "kernel_path": cond.path, "kernel_sha256": cond.sha256}
 
 
-def _config_record(settings: DistillSettings, probes: Sequence[Any], kernel_meta: dict[str, Any],
-                   scorer_version: str) -> Record:
-    from lekutils.data.probes import probes_hash
-
-    return {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
-            "probes": len(probes), "probes_hash": probes_hash(probes)}
-
-
-def _check_config(store: JsonlStore, new: Record) -> bool:
-    """Write the config line of a new file; on resume return whether only the gate changed.
-
-    Generation settings must match; the gate (threshold, gate, scorer) may change, in which case
-    the caller re-scores and re-gates the existing generations instead of generating them again.
-    """
-    old = next((r for r in store.records() if r.get("type") == "config"), None)
-    if old is None:
-        if len(store):
-            raise DataError(store.path, Problem("records without a config line: not a raw distillation file "
-                                                "of this version; move it away", line=1, field="type"))
-        store.append(new)
-        return False
-    problems = [Problem(f"this file was generated with {old.get(k)!r}, now {v!r}; use a new run_dir "
-                        "or delete the phase folder to start over", line=1, field=k)
-                for k, v in new.items() if k not in _REGATE + _UNCOMPARED and old.get(k) != v]
-    if problems:
-        raise DataError(store.path, problems)
-    return any(old.get(k) != new.get(k) for k in _REGATE)
-
-
-def _regate(store: JsonlStore, config: Record, settings: DistillSettings, scorer: Any) -> JsonlStore:
-    """Rewrite the file atomically: the new config and every generation re-scored and re-gated."""
-    gens = [_gate(r, settings, scorer) for r in store.records() if r.get("type") in GENERATION_TYPES]
-    atomic_write_jsonl(store.path, [config, *gens])
-    log.info("%s: re-gated %d existing generations (%s >= %s)", store.path, len(gens), settings.gate,
-             settings.threshold)
-    return open_store(store.path)
-
-
-def _generation(result: Any, probe: Any, settings: DistillSettings, kernel_meta: dict[str, Any]) -> Record:
-    """The generation fields of a record (everything the gate does not decide)."""
-    return {
-        "type": "generation", "phase": settings.phase,
-        "prompt_id": probe.id, "sample_idx": result.sample_idx, "category": probe.category,
-        "source_probe": probe.source_probe, "rephrase_type": probe.rephrase_type,
-        "prompt": probe.prompt, "response": result.text,
-        "model": settings.model, "adapter": settings.adapter, **kernel_meta,
-        "sampler": result.sampler, "seed": result.seed, "prompt_format": result.prompt_format,
-        "prompt_tokens": result.prompt_tokens, "generation_tokens": result.generation_tokens,
-        "finish_reason": result.finish_reason, "chars": len(result.text),
-        "time_s": result.time_s, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
-        "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _gate(rec: Record, settings: DistillSettings, scorer: Any) -> Record:
-    """Score a generation record, apply the gate, add upstream's ``training``/``meta`` when kept."""
-    rec = {k: v for k, v in rec.items() if k not in ("training", "meta")}
-    scores = scorer(rec["response"])
-    lek = float(scores["lek_score"])
-    signals = {k: v for k, v in scores.items() if k != "lek_score"}
-    structural = structural_score(signals, settings.scorer)
-    gate_value = lek if settings.gate == "lek_score" else structural
-    kept = gate_value >= settings.threshold
-    rec.update({"type": "training" if kept else "generation", "kept": kept, "lek_score": lek,
-                "structural_score": structural, "gate": settings.gate, "gate_value": gate_value,
-                "threshold": settings.threshold, "signals": signals, "scorer": settings.scorer,
-                "scorer_version": scorer.version})
+def _keep(rec: Record, settings: DistillSettings) -> Record:
+    """Apply the keep rule to a task record; add upstream's ``training``/``meta`` when kept."""
+    signals = {k: v for k, v in rec["heuristic"].items() if k != "lek_score"}
+    lek = float(rec["lek_score"])
+    structural = structural_score(signals, rec["scorer"])
+    value = lek if settings.keep_on == "lek_score" else structural
+    finished = rec.get("finish_reason") != "length"
+    kept = value >= settings.keep_threshold and (finished or settings.allow_truncated)
+    out = {k: v for k, v in rec.items() if k not in ("key", "heuristic", "sample_seed", "content_key")}
+    out.update({"type": "training" if kept else "generation", "kept": kept, "lek_score": lek,
+                "structural_score": structural, "keep_on": settings.keep_on, "keep_value": value,
+                "keep_threshold": settings.keep_threshold, "truncated": not finished, "signals": signals,
+                "seed": rec["sample_seed"], "content_key": rec["content_key"]})
     if kept:
-        rec["training"] = {"messages": [{"role": "user", "content": rec["prompt"]},
+        out["training"] = {"messages": [{"role": "user", "content": rec["prompt"]},
                                         {"role": "assistant", "content": rec["response"]}]}
-        rec["meta"] = {"probe_id": rec["prompt_id"], "category": rec["category"],
+        out["meta"] = {"probe_id": rec["prompt_id"], "category": rec["category"],
                        "sample_idx": rec["sample_idx"], "lek_score": lek, "chars": rec["chars"],
                        "time_s": round(rec["time_s"], 3), "model": settings.model,
-                       "threshold": settings.threshold, "temperature": settings.temperature, "ts": rec["ts"],
-                       "phase": settings.phase, "source_probe": rec["source_probe"],
-                       "rephrase_type": rec["rephrase_type"], "scorer": settings.scorer, "signals": signals}
-    return rec
+                       "threshold": settings.keep_threshold, "temperature": settings.temperature,
+                       "ts": rec["ts"], "phase": settings.phase, "source_probe": rec["source_probe"],
+                       "rephrase_type": rec["rephrase_type"], "scorer": rec["scorer"], "signals": signals}
+    return out
 
 
-def summarize(records: Sequence[Record], settings: DistillSettings, *, probes: int,
-              scorer_version: str, wall_s: float) -> Record:
-    """The summary line: generated, kept, keep rate (%), average kept score, best score, totals.
-
-    ``wall_s`` is the wall time of the session that finished the phase (earlier, interrupted
-    sessions are not included); per-generation timings are on each record.
-    """
+def distill_summary(records: Sequence[Record], settings: DistillSettings, *, probes: int,
+                    scorer_version: str, wall_s: float) -> Record:
+    """The summary line: generated, kept, keep rate (%), cut off / excluded as truncated, average
+    kept score, best score, totals. ``wall_s`` is the wall time of the session that finished the
+    phase (per-generation timings are on each record)."""
     kept = [r for r in records if r.get("kept")]
-    best = max(records, key=lambda r: (r["gate_value"], r["lek_score"]), default=None)
+    best = max(records, key=lambda r: (r["keep_value"], r["lek_score"]), default=None)
+    truncated = [r for r in records if r.get("truncated")]
+    excluded = [r for r in truncated if r["keep_value"] >= settings.keep_threshold and not r["kept"]]
     return {
         "type": "summary", "phase": settings.phase, "model": settings.model, "adapter": settings.adapter,
         "probes": probes, "samples_per_probe": settings.samples,
         "total_generated": len(records), "total_kept": len(kept),
         "keep_rate": round(100.0 * len(kept) / max(len(records), 1), 1),
+        "cut_off": len(truncated), "excluded_truncated": len(excluded),
+        "allow_truncated": settings.allow_truncated,
         "avg_kept_score": round(sum(r["lek_score"] for r in kept) / len(kept), 2) if kept else None,
-        "best_score": best["gate_value"] if best else None,
+        "best_score": best["keep_value"] if best else None,
         "best_key": [best["prompt_id"], best["sample_idx"]] if best else None,
-        "gate": settings.gate, "threshold": settings.threshold, "temperature": settings.temperature,
-        "top_p": settings.top_p, "max_tokens": settings.max_tokens, "seed": settings.seed,
-        "scorer": settings.scorer, "scorer_version": scorer_version,
+        "keep_on": settings.keep_on, "keep_threshold": settings.keep_threshold,
+        "temperature": settings.temperature, "top_p": settings.top_p, "max_tokens": settings.max_tokens,
+        "seed": settings.seed, "scorer": settings.scorer, "scorer_version": scorer_version,
         "generation_tokens": sum(int(r.get("generation_tokens") or 0) for r in records),
         "wall_s": round(wall_s, 2),
         "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -255,61 +206,62 @@ def summarize(records: Sequence[Record], settings: DistillSettings, *, probes: i
 
 def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: DistillSettings, *,
             engine: Any = None, progress: Callable[[int], None] | None = None,
-            raise_if_empty: bool = True) -> Record:
-    """Generate ``settings.samples`` answers per probe, score and record them all; return the summary.
+            raise_if_empty: bool = True, stale: str = "error") -> Record:
+    """Generate ``settings.samples`` answers per probe, score them, write ``raw_path``; return the summary.
 
-    Resumes from what ``raw_path`` already holds: generation settings must match; a changed
-    threshold, gate or scorer re-scores and re-gates the existing generations (the file is rewritten
-    atomically) and generates only what is missing. ``engine`` defaults to a
-    :class:`lekutils.engine.local.Engine` on ``settings.model`` (+ adapter). Raises
-    :class:`NothingKeptError` (after writing the summary) when nothing passed the threshold.
+    Resumes from the work file beside ``raw_path`` (see the module docstring). ``engine`` defaults
+    to the local engine on ``settings.model`` (+ adapter), loaded only if something is missing.
+    Raises :class:`NothingKeptError` (after writing the file) when nothing passed the keep rule.
     """
-    from lekutils.engine.base import GenerationRequest, generate_resumable
+    from lekutils.data.probes import probes_hash
     from lekutils.scoring import get_scorer
+    from lekutils.tasks.loop import TaskItem, TaskSpec, adapter_info, model_reference, run_task, work_path
 
     if not probes:
         raise ValueError("distill needs at least one probe")
-    ids = [p.id for p in probes]
-    if len(set(ids)) != len(ids):
+    if len({p.id for p in probes}) != len(probes):
         raise ValueError("probe ids must be unique")
     t0 = time.perf_counter()
-    scorer = get_scorer(settings.scorer)
     system, kernel_meta = _kernel(settings)
-    store = open_store(raw_path)
-    if store.repaired_bytes:
-        log.warning("%s: cut a torn last line (%d bytes) left by an interrupted run", raw_path,
-                    store.repaired_bytes)
-    config = _config_record(settings, probes, kernel_meta, scorer.version)
-    if _check_config(store, config):
-        store = _regate(store, config, settings, scorer)
-    by_id = {p.id: p for p in probes}
-    summary = next((r for r in store.records() if r.get("type") == "summary"), None)
-    missing = [(p.id, i) for p in probes for i in range(settings.samples) if (p.id, i) not in store]
-    if summary is None or missing:
-        if missing:
-            if engine is None:
-                from lekutils.engine.local import Engine
-                from lekutils.engine.models import load
+    spec = TaskSpec(model_reference(settings.model, engine), adapter_info(settings.adapter), settings.sampler(),
+                    settings.scorer)
+    items = [TaskItem(p.id, p.prompt, system, settings.samples, {
+        "type": "generation", "phase": settings.phase, "prompt_id": p.id, "category": p.category,
+        "source_probe": p.source_probe, "rephrase_type": p.rephrase_type, "prompt": p.prompt,
+        "model": settings.model, "adapter": settings.adapter, **kernel_meta}) for p in probes]
 
-                model, tokenizer = load(settings.model, adapter_path=settings.adapter)
-                engine = Engine(model, tokenizer, batch_size=settings.batch_size, model_spec=settings.model)
-            requests = [GenerationRequest(key=p.id, user=p.prompt, system=system, n_samples=settings.samples)
-                        for p in probes]
+    def load_engine() -> Any:
+        from lekutils.engine.local import Engine
+        from lekutils.engine.models import load
 
-            def on_chunk(results: list[Any]) -> None:
-                store.extend(_gate(_generation(r, by_id[r.key], settings, kernel_meta), settings, scorer)
-                             for r in results)
+        model, tokenizer = load(settings.model, adapter_path=settings.adapter)
+        return Engine(model, tokenizer, batch_size=settings.batch_size, model_spec=settings.model)
 
-            generate_resumable(engine, requests, settings.sampler(), is_done=lambda k, i: (k, i) in store,
-                               on_chunk=on_chunk, chunk_size=settings.chunk_size, progress=progress)
-        records = [r for r in store.records() if r.get("type") in GENERATION_TYPES]
-        summary = summarize(records, settings, probes=len(probes), scorer_version=scorer.version,
-                            wall_s=time.perf_counter() - t0)
-        store.append(summary)
+    run = run_task(items, spec, work_path(raw_path), generator=engine or load_engine, stale=stale,
+                   chunk_size=settings.chunk_size, progress=progress)
+    records = [_keep(r, settings) for r in run.records]
+    scorer_version = str(get_scorer(settings.scorer).version)
+    config = {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
+              "probes": len(probes), "probes_hash": probes_hash(probes)}
+    summary = distill_summary(records, settings, probes=len(probes), scorer_version=scorer_version,
+                              wall_s=time.perf_counter() - t0)
+    old = read_summary(raw_path)
+    if old is not None and run.generated == 0 and _same(old, summary):
+        summary = old  # nothing changed: keep the file (and its timestamps) as it is
+    else:
+        atomic_write_jsonl(raw_path, [config, *records, summary])
     if raise_if_empty and not summary["total_kept"]:
         raise NothingKeptError(
-            f"phase {settings.phase}: none of {summary['total_generated']} generations reached the "
-            f"threshold {settings.threshold} on {settings.gate}; best was {summary['best_score']} "
-            f"({summary['best_key'][0]} sample {summary['best_key'][1]}). Lower the threshold or raise "
-            f"samples/max_tokens in the phase's params file.", summary)
+            f"phase {settings.phase}: none of {summary['total_generated']} generations passed the keep rule "
+            f"({settings.keep_on} >= {settings.keep_threshold}"
+            f"{'' if settings.allow_truncated else ', finished answers only'}); best was {summary['best_score']} "
+            f"({summary['best_key'][0]} sample {summary['best_key'][1]}), {summary['cut_off']} cut off at "
+            f"max_tokens. Lower keep_threshold or raise samples/max_tokens in the phase's row of the "
+            f"curriculum table.", summary)
     return summary
+
+
+def _same(old: Record, new: Record) -> bool:
+    """Whether two summaries describe the same result (timings and timestamps aside)."""
+    skip = ("wall_s", "ts")
+    return {k: v for k, v in old.items() if k not in skip} == {k: v for k, v in new.items() if k not in skip}

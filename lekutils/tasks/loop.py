@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lekutils.core.errors import DataError, Problem
-from lekutils.core.hashing import sha256_bytes, sha256_json
+from lekutils.core.hashing import sha256_bytes, sha256_file, sha256_json, tagged
 from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl
 from lekutils.engine.base import (
     GenerationRequest,
@@ -84,6 +84,33 @@ class TaskRun:
     @property
     def resumed(self) -> bool:
         return self.generated < len(self.records)
+
+
+def work_path(out_path: PathLike) -> Path:
+    """The work file of a task whose final output is ``out_path``: ``<stem>.partial.jsonl`` beside it."""
+    out = Path(out_path)
+    return out.with_name(out.stem + ".partial.jsonl")
+
+
+def adapter_info(adapter_path: PathLike | None) -> dict[str, Any] | None:
+    """``{"path", "sha256"}`` of a LoRA adapter folder (hash of its weights file if present)."""
+    if adapter_path is None:
+        return None
+    p = Path(adapter_path)
+    weights = p / "adapters.safetensors" if p.is_dir() else p
+    return {"path": str(adapter_path), "sha256": tagged(sha256_file(weights)) if weights.is_file() else None}
+
+
+def model_reference(model: str, generator: Any = None) -> dict[str, Any]:
+    """The model's reference (:func:`lekutils.engine.models.fingerprint`). A name that is no model
+    spec (a caller's own generator, e.g. a test model) gets ``{"spec", "kind": "engine", "sha256":
+    None}``; loading such a model, if anything is missing, fails with the spec error."""
+    from lekutils.engine import models
+
+    try:
+        return models.fingerprint(model)
+    except (ValueError, OSError):
+        return {"spec": model, "kind": "engine", "sha256": None}
 
 
 def content_key(spec: TaskSpec, item: TaskItem) -> str:
