@@ -156,3 +156,20 @@ def test_kill9_then_resume_completes_exactly_once(tmp_path: Path, repo_root: Pat
     log = _run(script, out, repo_root, pause=0).communicate(timeout=300)[0]
     assert "DONE 0" in log, log
     assert [r["conditions"] for r in load_ab(out)] == [r["conditions"] for r in records]
+
+
+def test_context_check_names_the_probes_before_any_generation(tmp_path: Path) -> None:
+    from lekutils.engine.base import ContextLengthError
+    from lekutils.engine.models.tiny import tiny
+
+    model, tok = tiny("llama", "system", seed=1)
+    model.args.max_position_embeddings = 48  # a tiny context: the long probe cannot fit with its answer
+    probes = load_probes(EVAL)[:3]
+    long = type(probes[0])("LONG_ONE", "test", " ".join(["word"] * 60))
+    out = tmp_path / "ab.jsonl"
+    with pytest.raises(ContextLengthError) as e:
+        run_ab("tiny:system", [*probes, long], conditions(), out, engine=Engine(model, tok, batch_size=2),
+               sampler=SamplerSettings(max_tokens=8))
+    msg = str(e.value)
+    assert "LONG_ONE" in msg and "context of 48 tokens" in msg and "max_tokens=8" in msg
+    assert not work_path(out).exists() and not out.exists()  # nothing generated, nothing written

@@ -48,3 +48,29 @@ def test_store_reopens_records_with_unicode_line_separators(tmp_path):
     JsonlStore(p, key=lambda r: r["id"]).append({"id": 1, "text": text})
     again = JsonlStore(p, key=lambda r: r["id"])
     assert again.records() == [{"id": 1, "text": text}]
+
+
+def test_torn_tail_inside_a_multibyte_character_is_cut_at_every_offset(tmp_path) -> None:
+    """A crash can cut the last line anywhere, also inside a UTF-8 sequence (the model writes U+2013)."""
+    first = json.dumps({"k": "a", "text": "ok"}) + "\n"
+    last = (json.dumps({"k": "b", "text": "dash \u2013 and \u4e2d\u6587 \U0001f600"}, ensure_ascii=False) + "\n").encode()
+    for cut in range(1, len(last)):
+        p = tmp_path / f"t{cut}.jsonl"
+        p.write_bytes(first.encode() + last[:cut])
+        store = JsonlStore(p, key=lambda r: r["k"])
+        complete = cut >= len(last) - 1  # the whole record without (or with) its newline
+        assert store.keys == ({"a", "b"} if complete else {"a"}), cut
+        assert store.extend([{"k": "b", "text": "again"}]) == (0 if complete else 1)
+        assert [r["k"] for r in read_jsonl(p)] == ["a", "b"]
+
+
+def test_readers_name_file_and_line_for_bad_utf8_and_refuse_directories(tmp_path) -> None:
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(b'{"k": "a"}\n{"k": "\xff\xfe"}\n')
+    with pytest.raises(DataError) as e:
+        read_jsonl(p)
+    assert str(p) in str(e.value) and "line 2" in str(e.value) and "UTF-8" in str(e.value)
+    with pytest.raises(DataError, match="line 2"):
+        JsonlStore(p, key=lambda r: r["k"])
+    with pytest.raises(DataError, match="directory"):
+        read_jsonl(tmp_path)

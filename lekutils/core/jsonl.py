@@ -23,26 +23,49 @@ from lekutils.core.errors import DataError, Problem
 Record = dict[str, Any]
 
 
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Record]]:
-    """Yield ``(line_number, record)`` for each non-blank line; raise :class:`DataError` on bad JSON.
+def _read_bytes(path: Path, what: str = "JSONL file") -> bytes:
+    """The file's bytes; a one-line :class:`DataError` for a directory or an unreadable file."""
+    if path.is_dir():
+        raise DataError(path, f"expected a {what}, found a directory")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(path, f"cannot read {what}: {e.strerror or e}") from e
 
-    All malformed lines of the file are collected into one error.
+
+def _parse_line(raw: bytes, n: int, problems: list[Problem]) -> Record | None:
+    """One JSONL line as a dict, or None (blank) / a :class:`Problem` appended (bad UTF-8 or JSON)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        problems.append(Problem(f"not UTF-8 text (byte {e.start} of the line)", line=n))
+        return None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        problems.append(Problem(f"invalid JSON: {e.msg}", line=n, column=e.colno))
+        return None
+    if not isinstance(obj, dict):
+        problems.append(Problem(f"expected a JSON object, got {type(obj).__name__}", line=n))
+        return None
+    return obj
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Record]]:
+    """Yield ``(line_number, record)`` for each non-blank line; raise :class:`DataError` naming the
+    file and lines on bad UTF-8 or bad JSON (all problems of the file in one error).
+
+    Lines are split on ``\n`` only: ``str.splitlines()`` would also break on U+2028/U+2029/U+0085,
+    which ``json.dumps(ensure_ascii=False)`` writes raw inside strings.
     """
     path = Path(path)
     problems: list[Problem] = []
     out: list[tuple[int, Record]] = []
-    with path.open("r", encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(Problem(f"invalid JSON: {e.msg}", line=n, column=e.colno))
-                continue
-            if not isinstance(obj, dict):
-                problems.append(Problem(f"expected a JSON object, got {type(obj).__name__}", line=n))
-                continue
+    for n, raw in enumerate(_read_bytes(path).split(b"\n"), start=1):
+        obj = _parse_line(raw, n, problems)
+        if obj is not None:
             out.append((n, obj))
     if problems:
         raise DataError(path, problems)
@@ -127,16 +150,16 @@ class JsonlStore:
     def _load(self) -> None:
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
+        data = _read_bytes(self.path)
         good_end = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
         tail = data[good_end:]
         if tail.strip():
             try:  # a complete record that only lacks its newline is kept
-                json.loads(tail)
+                json.loads(tail.decode("utf-8"))
                 data, good_end = data + b"\n", len(data) + 1
                 with self.path.open("ab") as fh:
                     fh.write(b"\n")
-            except json.JSONDecodeError:
+            except (UnicodeDecodeError, json.JSONDecodeError):  # cut anywhere, even inside a UTF-8 sequence
                 self.repaired_bytes = len(tail)
         if good_end < len(data) or self.repaired_bytes:
             with self.path.open("r+b") as fh:
@@ -144,16 +167,9 @@ class JsonlStore:
                 fh.flush()
                 os.fsync(fh.fileno())
         problems: list[Problem] = []
-        # split on b"\n" only: str.splitlines() also breaks on U+2028/U+2029/U+0085, which
-        # json.dumps(ensure_ascii=False) writes raw inside strings
         for n, raw in enumerate(data[:good_end].split(b"\n"), start=1):
-            line = raw.decode("utf-8")
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(Problem(f"invalid JSON: {e.msg}", line=n, column=e.colno))
+            rec = _parse_line(raw, n, problems)
+            if rec is None:
                 continue
             k = self.key(rec)
             if k in self._keys:

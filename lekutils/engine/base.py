@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["GenerationRequest", "GenerationResult", "Generator", "SamplerSettings", "generate_resumable",
-           "sample_seed"]
+__all__ = ["ContextLengthError", "GenerationRequest", "GenerationResult", "Generator", "SamplerSettings", "check_context",
+           "generate_resumable", "sample_seed"]
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,39 @@ def sample_seed(seed: int, key: str, sample_idx: int) -> int:
     return int.from_bytes(h[:8], "little") >> 1
 
 
+class ContextLengthError(ValueError):
+    """Prompts that do not fit the model's context with ``max_tokens`` of answer; names them."""
+
+    def __init__(self, limit: int, max_tokens: int, too_long: Sequence[tuple[str, int]]):
+        self.limit, self.max_tokens, self.too_long = limit, max_tokens, list(too_long)
+        shown = ", ".join(f"{k.replace(chr(31), '/')} ({n} tokens)" for k, n in self.too_long[:10])
+        more = f" and {len(self.too_long) - 10} more" if len(self.too_long) > 10 else ""
+        super().__init__(f"{len(self.too_long)} prompt(s) do not fit the model's context of {limit} tokens with "
+                         f"max_tokens={max_tokens}: {shown}{more}. Shorten or drop these prompts, or lower "
+                         "max_tokens.")
+
+
+def check_context(prompt_tokens: Sequence[tuple[str, int]], max_tokens: int, limit: int | None) -> None:
+    """Raise :class:`ContextLengthError` for every ``(key, prompt length)`` whose prompt plus
+    ``max_tokens`` exceeds ``limit`` (no check when the limit is unknown)."""
+    if limit is None:
+        return
+    too_long = [(k, n) for k, n in prompt_tokens if n + max_tokens > limit]
+    if too_long:
+        raise ContextLengthError(limit, max_tokens, too_long)
+
+
 @runtime_checkable
 class Generator(Protocol):
-    """What the task loop needs of an engine (local MLX, remote, or a test fake)."""
+    """What the task loop needs of an engine (local MLX, remote, or a test fake).
+
+    ``check`` validates every request before the first generation (e.g. the context length) and
+    raises ``ValueError`` naming the offending request keys.
+    """
 
     batch_size: int
+
+    def check(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings) -> None: ...
 
     def generate(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings,
                  progress: Callable[[int], None] | None = None, *,
@@ -109,6 +137,9 @@ def generate_resumable(engine: Generator, requests: Sequence[GenerationRequest],
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     work = [(r, s) for r in requests for s in range(r.n_samples)]
+    pending = [r for r in requests if not all(is_done(r.key, s) for s in range(r.n_samples))]
+    if pending:
+        engine.check(pending, sampler)  # before any generation: a bad prompt fails now, not hours later
     stats = {"items": len(work), "chunks": 0, "chunks_skipped": 0, "chunks_generated": 0,
              "generated": 0, "time_s": 0.0}
     t0 = time.perf_counter()

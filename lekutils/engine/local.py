@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from lekutils.engine.base import GenerationRequest, GenerationResult, SamplerSettings, sample_seed
+from lekutils.engine.base import (
+    GenerationRequest,
+    GenerationResult,
+    SamplerSettings,
+    check_context,
+    sample_seed,
+)
 from lekutils.engine.chat import PromptInfo, build_prompt
 
 log = logging.getLogger(__name__)
@@ -291,6 +297,20 @@ class Engine:
         dt = time.perf_counter() - t0
         self.stats["decode_s"] += dt
         return dt
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's context in tokens (``max_position_embeddings`` of its config), or None."""
+        args = getattr(self.model, "args", None)
+        n = getattr(args, "max_position_embeddings", None) or getattr(
+            getattr(getattr(self.model, "language_model", None), "args", None), "max_position_embeddings", None)
+        return int(n) if n else None
+
+    def check(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings) -> None:
+        """Refuse (:class:`~lekutils.engine.base.ContextLengthError`) prompts that, with
+        ``max_tokens``, do not fit the model's context, naming every one of them."""
+        lengths = [(r.key, len(build_prompt(self.tokenizer, r.user, r.system).tokens)) for r in requests]
+        check_context(lengths, sampler.max_tokens, self.context_length)
 
     def generate(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings,
                  progress: Callable[[int], None] | None = None, *,
