@@ -184,3 +184,14 @@ def test_cli_rejects_bad_parameter_before_running(profile, tmp_path):
     assert proc.returncode == 2
     assert "'steps' must be int" in proc.stderr
     assert not (out / "manifest.json").exists()
+
+
+def test_cli_lists_one_module_per_command(tmp_path, capsys):
+    from lekutils.__main__ import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {"run", "score", "gates", "bench", "kernelspec"}
+    args = parser.parse_args(["bench", "score", "--n", "2", "--source", "synthetic", "--processes", "1"])
+    assert args.func(args) == 0 and "texts/s" in capsys.readouterr().out
+    assert parser.parse_args(["kernelspec"]).name == "lekutils"
