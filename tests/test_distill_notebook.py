@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 
 from lekutils.core.paths import NOTEBOOKS_DIR, PARAMS_DIR
-from lekutils.runner import run as runner
+from lekutils.runner.execute import execute, install_kernelspec, kernelspec_installed
+from lekutils.runner.profile import Execution, resolve
 
 NOTEBOOK = NOTEBOOKS_DIR / "10_self_distill.ipynb"
 
 
-def _execution(profile: str, phase: int, out_dir: Path | None = None, **overrides) -> runner.Execution:
-    ex = runner.Execution(f"10_self_distill_phase{phase}", NOTEBOOK,
+def _execution(profile: str, phase: int, out_dir: Path | None = None, **overrides) -> Execution:
+    ex = Execution(f"10_self_distill_phase{phase}", NOTEBOOK,
                           PARAMS_DIR / profile / f"10_self_distill_phase{phase}.yaml")
-    return runner.resolve([ex], profile, overrides=overrides or None, out_dir=out_dir)[0]
+    return resolve([ex], profile, overrides=overrides or None, out_dir=out_dir)[0]
 
 
 @pytest.mark.parametrize("profile", ["smoke", "gemma3-27b"])
@@ -34,10 +35,10 @@ def test_phase_parameter_files_validate(profile: str) -> None:
 
 @pytest.mark.e2e
 def test_smoke_phase_runs_end_to_end(tmp_path: Path) -> None:
-    if not runner.kernel_installed():
-        runner.install_kernel()
+    if not kernelspec_installed():
+        install_kernelspec()
     ex = _execution("smoke", 2, out_dir=tmp_path, run_dir=str(tmp_path))
-    runner.execute(ex, tmp_path, progress_bar=False)
+    execute(ex, tmp_path, progress_bar=False)
     phase = tmp_path / "distill" / "phase2"
     info = json.loads((phase / "extract.json").read_text())
     assert info["mlx_lm"]["train"] == info["train"] >= 1 and info["mlx_lm"]["valid"] == info["valid"] >= 1

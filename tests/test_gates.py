@@ -88,7 +88,7 @@ def test_gate_on_upstream_ab_file(upstream: Path, tmp_path: Path) -> None:
 
 def test_failing_gate_stops_a_subprocess_with_its_message(tmp_path: Path) -> None:
     ab = _write_ab(tmp_path / "ab.jsonl", RECS)
-    cmd = [sys.executable, "-m", "lekutils.train.gates", str(ab), "--phase", "3", "--creative", "C1",
+    cmd = [sys.executable, "-m", "lekutils", "gates", str(ab), "--phase", "3", "--creative", "C1",
            "--out", str(tmp_path / "out")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1

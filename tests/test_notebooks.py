@@ -8,8 +8,8 @@ import nbformat
 import pytest
 
 from lekutils.core.paths import NOTEBOOKS_DIR, PARAMS_DIR
-from lekutils.runner import run as runner
 from lekutils.runner.hygiene import check_notebook, strip_notebook
+from lekutils.runner.profile import load_pipeline, resolve
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 PROFILES = sorted(p.name for p in PARAMS_DIR.iterdir() if (p / "pipeline.yaml").exists())
@@ -47,12 +47,12 @@ def test_hygiene_catches_outputs_and_parameter_cells(tmp_path):
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_profile_parameters_validate(profile):
-    executions = runner.resolve(runner.load_pipeline(profile), profile)
+    executions = resolve(load_pipeline(profile), profile)
     assert executions, f"profile {profile} lists no executions"
     for ex in executions:
         assert ex.notebook.exists()
 
 
 def test_every_notebook_is_in_the_smoke_pipeline():
-    names = {e.notebook.stem for e in runner.load_pipeline("smoke")}
+    names = {e.notebook.stem for e in load_pipeline("smoke")}
     assert {p.stem for p in NOTEBOOKS} <= names

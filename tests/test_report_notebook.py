@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lekutils.runner.run import check_value, notebook_parameters
+from lekutils.runner.params import check_value, notebook_parameters
 
 NB = "notebooks/90_p100_report.ipynb"
 

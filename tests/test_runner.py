@@ -12,7 +12,9 @@ import nbformat
 import pytest
 
 from lekutils.core.errors import DataError, ParameterError
-from lekutils.runner import run as runner
+from lekutils.runner.execute import run_pipeline
+from lekutils.runner.params import load_yaml, notebook_parameters, parse_value
+from lekutils.runner.profile import load_pipeline, resolve
 
 PARAMS_CELL = '''run_dir = "runs/smoke"
 lr = 1.0e-5
@@ -53,22 +55,22 @@ def profile(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_parse_value_floats_and_yaml():
-    assert runner.parse_value("1e-5") == 1e-5 and isinstance(runner.parse_value("1e-5"), float)
-    assert runner.parse_value("3") == 3 and isinstance(runner.parse_value("3"), int)
-    assert runner.parse_value("[1, 2]") == [1, 2]
-    assert runner.parse_value("true") is True
-    assert runner.parse_value("hello") == "hello"
+    assert parse_value("1e-5") == 1e-5 and isinstance(parse_value("1e-5"), float)
+    assert parse_value("3") == 3 and isinstance(parse_value("3"), int)
+    assert parse_value("[1, 2]") == [1, 2]
+    assert parse_value("true") is True
+    assert parse_value("hello") == "hello"
 
 
 def test_yaml_float_strings_become_floats(tmp_path):
     p = tmp_path / "a.yaml"
     p.write_text("lr: 1e-5\nother: 5.0e-6\nlist: [1e-3, abc]\n")
-    assert runner.load_yaml(p) == {"lr": 1e-5, "other": 5e-6, "list": [1e-3, "abc"]}
+    assert load_yaml(p) == {"lr": 1e-5, "other": 5e-6, "list": [1e-3, "abc"]}
 
 
 def test_notebook_parameters_infers_types(profile):
     _, nb = profile
-    specs = runner.notebook_parameters(nb)
+    specs = notebook_parameters(nb)
     assert specs["lr"].type is float and specs["steps"].type is int and specs["name"].type is str
     assert specs["flags"].type is list and specs["verbose"].type is bool
     assert specs["adapter"].type is None and specs["adapter"].nullable
@@ -78,8 +80,8 @@ def test_precedence_default_profile_file_p(profile, tmp_path):
     root, _ = profile
     extra = tmp_path / "extra.yaml"
     extra.write_text("name: from-f\nsteps: 11\n")
-    exs = runner.load_pipeline("t", root)
-    out = runner.resolve(exs, "t", [extra], {"steps": 12, "second.name": "scoped"}, out_dir=tmp_path / "out")
+    exs = load_pipeline("t", root)
+    out = resolve(exs, "t", [extra], {"steps": 12, "second.name": "scoped"}, out_dir=tmp_path / "out")
     first, second = out
     assert first.parameters["lr"] == 1e-4 and first.sources["lr"].endswith("first.yaml")
     assert first.parameters["name"] == "from-f" and first.parameters["steps"] == 12
@@ -90,14 +92,14 @@ def test_precedence_default_profile_file_p(profile, tmp_path):
 
 def test_int_accepted_for_float_and_coerced(profile):
     root, _ = profile
-    (first,) = runner.resolve(runner.load_pipeline("t", root)[:1], "t", overrides={"lr": 1})
+    (first,) = resolve(load_pipeline("t", root)[:1], "t", overrides={"lr": 1})
     assert first.parameters["lr"] == 1.0 and isinstance(first.parameters["lr"], float)
 
 
 def test_unknown_parameter_names_notebook_and_known(profile):
     root, _ = profile
     with pytest.raises(ParameterError) as ei:
-        runner.resolve(runner.load_pipeline("t", root), "t", overrides={"stepz": 3})
+        resolve(load_pipeline("t", root), "t", overrides={"stepz": 3})
     msg = str(ei.value)
     assert "stepz" in msg and "not declared" in msg
 
@@ -106,7 +108,7 @@ def test_unknown_parameter_in_profile_file(profile):
     root, _ = profile
     (root / "t" / "first.yaml").write_text("lrr: 0.1\n")
     with pytest.raises(ParameterError) as ei:
-        runner.resolve(runner.load_pipeline("t", root), "t")
+        resolve(load_pipeline("t", root), "t")
     msg = str(ei.value)
     assert "unknown parameter 'lrr'" in msg and "first (01_test.ipynb)" in msg and "known parameters: run_dir" in msg
 
@@ -117,7 +119,7 @@ def test_unknown_parameter_in_profile_file(profile):
 def test_mistyped_parameter(profile, key, value, typename):
     root, _ = profile
     with pytest.raises(ParameterError) as ei:
-        runner.resolve(runner.load_pipeline("t", root)[:1], "t", overrides={key: value})
+        resolve(load_pipeline("t", root)[:1], "t", overrides={key: value})
     assert f"'{key}' must be {typename}" in str(ei.value)
 
 
@@ -126,7 +128,7 @@ def test_bad_pipeline_reports_all_problems(tmp_path):
     (tmp_path / "bad" / "pipeline.yaml").write_text(
         "executions:\n  - notebook: nope\n  - name: x\n  - notebook: nope\n    params: missing.yaml\n")
     with pytest.raises(DataError) as ei:
-        runner.load_pipeline("bad", tmp_path)
+        load_pipeline("bad", tmp_path)
     msg = str(ei.value)
     assert "pipeline.yaml" in msg and "executions[1]" in msg and "missing.yaml" in msg and "duplicate" in msg
 
@@ -134,13 +136,13 @@ def test_bad_pipeline_reports_all_problems(tmp_path):
 def test_unknown_profile_lists_known(tmp_path, profile):
     root, _ = profile
     with pytest.raises(DataError, match="known profiles: t"):
-        runner.load_pipeline("nope", root)
+        load_pipeline("nope", root)
 
 
 def test_run_executes_and_writes_manifest(profile, tmp_path):
     root, nb = profile
     out = tmp_path / "out"
-    manifest = runner.run_pipeline("t", params_root=root, out_dir=out, progress_bar=False,
+    manifest = run_pipeline("t", params_root=root, out_dir=out, progress_bar=False,
                                    overrides={"second.verbose": True})
     assert manifest["status"] == "ok"
     saved = json.loads((out / "manifest.json").read_text())
@@ -182,3 +184,14 @@ def test_cli_rejects_bad_parameter_before_running(profile, tmp_path):
     assert proc.returncode == 2
     assert "'steps' must be int" in proc.stderr
     assert not (out / "manifest.json").exists()
+
+
+def test_cli_lists_one_module_per_command(tmp_path, capsys):
+    from lekutils.__main__ import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {"run", "score", "gates", "bench", "kernelspec"}
+    args = parser.parse_args(["bench", "score", "--n", "2", "--source", "synthetic", "--processes", "1"])
+    assert args.func(args) == 0 and "texts/s" in capsys.readouterr().out
+    assert parser.parse_args(["kernelspec"]).name == "lekutils"

@@ -1,1 +1,1 @@
-"""Benchmark scripts: `python -m lekutils.bench generate|score|train` (not timed tests)."""
+"""Benchmark scripts: `python -m lekutils bench generate|score|train` (not timed tests)."""

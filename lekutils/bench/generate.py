@@ -1,6 +1,6 @@
 """Benchmark: the upstream generation loop vs the batched shared-prefix engine.
 
-    python -m lekutils.bench.generate [--model SPEC] [--probes 4] [--samples 8] [--max-tokens 128]
+    python -m lekutils bench generate [--model SPEC] [--probes 4] [--samples 8] [--max-tokens 128]
 
 For a JSON-kernel-sized (~2.2 KB) and a TXT-kernel-sized (~9 KB) system prompt, generating
 ``probes x samples`` samples of ``max_tokens`` tokens (EOS ignored on every side, so all samples
@@ -158,7 +158,7 @@ def _run_upstream_subprocess(args: argparse.Namespace) -> dict[str, Any]:
 
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LEKUTILS_BLAS_REEXEC")}
     env[DISABLE] = "1"  # reference BLAS, as the upstream loop ran
-    cmd = [sys.executable, "-m", "lekutils.bench.generate", "--worker", "--model", args.model,
+    cmd = [sys.executable, "-m", "lekutils", "bench", "generate", "--worker", "--model", args.model,
            "--worker-dtype", args.upstream_dtype, "--probes", str(args.probes), "--max-tokens", str(args.max_tokens),
            "--upstream-samples", str(args.upstream_samples), "--temperature", str(args.temperature),
            "--top-p", str(args.top_p), "--kernels", *args.kernels]
@@ -176,7 +176,7 @@ def _fmt(name: str, r: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from lekutils.engine.models import DEFAULT_MODEL
 
-    ap = argparse.ArgumentParser(prog="python -m lekutils.bench.generate", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lekutils bench generate", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--probes", type=int, default=4)
     ap.add_argument("--samples", type=int, default=8, help="samples per probe")
@@ -265,7 +265,3 @@ def run(args: argparse.Namespace, *, reexec: bool = False) -> dict[str, Any]:
         summary[kind] = row
     print(json.dumps(summary))
     return summary
-
-
-if __name__ == "__main__":
-    sys.exit(main())

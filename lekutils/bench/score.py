@@ -1,6 +1,6 @@
 """Scoring throughput: texts/s on 4 KB texts, ``lekutils.scoring`` against a plain reading of the spec.
 
-``python -m lekutils.bench score [--n 400] [--scorer v2] [--processes N] [--source auto|upstream|synthetic]``
+``python -m lekutils bench score [--n 400] [--scorer v2] [--processes N] [--source auto|upstream|synthetic]``
 
 The plain implementations below follow ``../shared/specs/v2-scorer.md`` line by line
 (``len(re.findall(PATTERN, text))`` with the spec's pattern strings, per text); the tests use them
@@ -14,7 +14,6 @@ import json
 import os
 import random
 import re
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -207,7 +206,7 @@ def run_bench(texts: list[str], scorer: str = "v2", processes: int | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lekutils.bench score", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m lekutils bench score", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=400, help="number of 4 KB texts (default 400)")
     ap.add_argument("--scorer", default="v2", choices=sorted(PLAIN))
@@ -234,7 +233,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['impl']:<16}{r['processes']:>10}{r['seconds']:>10.3f}{r['texts_per_s']:>10.1f}"
               f"{r['speedup_vs_plain_1p']:>12.2f}x")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

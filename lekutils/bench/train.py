@@ -1,6 +1,6 @@
 """Training throughput: ``lekutils.train.phase`` against the ``mlx_lm lora`` command line, same config and data.
 
-``python -m lekutils.bench train [--model SPEC_OR_DIR] [--iters 40] [--repeats 2] [--out result.json]``
+``python -m lekutils bench train [--model SPEC_OR_DIR] [--iters 40] [--repeats 2] [--out result.json]``
 
 Both run in fresh processes, alternating (ours, CLI, ours, CLI, ...), with the same phase config,
 seed and data (synthetic chat examples, enough that no example repeats, so both see the same
@@ -144,7 +144,7 @@ def bench(model: str, *, iters: int = 40, report: int = 5, repeats: int = 2, bat
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lekutils.bench train", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m lekutils bench train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
     ap.add_argument("--iters", type=int, default=40)

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from lekutils.core.errors import DataError, Problem
-from lekutils.core.jsonl import read_jsonl
-from lekutils.core.paths import REPO_ROOT, upstream_dir
+from lekutils.core.paths import upstream_dir
+from lekutils.data.records import read_ab_file
+from lekutils.report.labels import LabelTable, load_models
 from lekutils.scoring import SIGNALS, is_v2_heuristic, score_many
 
 log = logging.getLogger(__name__)
@@ -47,23 +48,6 @@ def score_texts(texts: Sequence[str], scorer: str = "v2", processes: int | None 
     if not texts:
         return pd.DataFrame(columns=[*V2_SIGNALS, "lek_score"])
     return score_many(list(texts), scorer=scorer, processes=processes).reset_index(drop=True)
-
-
-def read_probe_records(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Probe records and the summary line (or None) of one A/B file.
-
-    The probe records come from ``lekutils.tasks.abtest.load_ab`` when that module is present, else
-    from the raw JSONL filtered on ``type == "probe"``.
-    """
-    raw = read_jsonl(path)
-    summary = next((r for r in raw if r.get("type") == "summary"), None)
-    try:
-        from lekutils.tasks.abtest import load_ab
-    except ImportError:
-        records = [r for r in raw if r.get("type", "probe") == "probe"]
-    else:
-        records = list(load_ab(path))
-    return records, summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,92 +95,6 @@ def resolve_paths(
 
 
 # ---------------------------------------------------------------------------------------------
-# Models table
-
-
-@dataclass
-class ModelInfo:
-    """Display metadata of one model (a row of ``params/models.yaml``)."""
-
-    id: str
-    display: str
-    family: str = "unknown"
-    version: str = ""
-    size: str = ""
-    size_b: float = float("nan")
-    tuned: bool = False
-    base: str | None = None
-    match: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ModelTable:
-    """Maps model ids / file names to :class:`ModelInfo`; maps file names to probe-set names."""
-
-    models: list[ModelInfo] = field(default_factory=list)
-    probe_sets: list[tuple[str, str]] = field(default_factory=list)  # (file glob, set name)
-
-    def lookup(self, model_id: str, file_stem: str = "") -> ModelInfo:
-        """The entry whose id or ``match`` list names ``model_id``, its basename or the file stem."""
-        keys = {model_id, model_id.rstrip("/").rsplit("/", 1)[-1], file_stem}
-        for m in self.models:
-            if keys & ({m.id, *m.match} - {""}):
-                return m
-        short = model_id.rstrip("/").rsplit("/", 1)[-1] or file_stem
-        return ModelInfo(id=model_id, display=short)
-
-    def by_id(self, model_id: str) -> ModelInfo | None:
-        return next((m for m in self.models if m.id == model_id), None)
-
-    def probe_set_for(self, file_name: str) -> str | None:
-        for pattern, name in self.probe_sets:
-            if fnmatch.fnmatch(file_name, pattern):
-                return name
-        return None
-
-
-def load_models(path: str | os.PathLike[str] | None = None) -> ModelTable:
-    """Read the models table (default ``params/models.yaml``); errors name the entry and field."""
-    path = Path(path) if path is not None else REPO_ROOT / "params" / "models.yaml"
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise DataError(path, Problem(f"invalid YAML: {e}", line=mark.line + 1 if mark else None)) from e
-    problems: list[Problem] = []
-    models: list[ModelInfo] = []
-    for i, entry in enumerate(doc.get("models") or []):
-        if not isinstance(entry, dict) or not entry.get("id") or not entry.get("display"):
-            problems.append(Problem(f"models[{i}] needs 'id' and 'display'", field=f"models[{i}]"))
-            continue
-        try:
-            models.append(
-                ModelInfo(
-                    id=str(entry["id"]),
-                    display=str(entry["display"]),
-                    family=str(entry.get("family", "unknown")),
-                    version=str(entry.get("version", "")),
-                    size=str(entry.get("size", "")),
-                    size_b=float(entry.get("size_b", float("nan"))),
-                    tuned=bool(entry.get("tuned", False)),
-                    base=entry.get("base"),
-                    match=[str(x) for x in entry.get("match") or []],
-                )
-            )
-        except (TypeError, ValueError) as e:
-            problems.append(Problem(str(e), field=f"models[{i}]"))
-    sets: list[tuple[str, str]] = []
-    for i, entry in enumerate(doc.get("probe_sets") or []):
-        if not isinstance(entry, dict) or "file" not in entry or "name" not in entry:
-            problems.append(Problem("needs 'file' (a glob) and 'name'", field=f"probe_sets[{i}]"))
-            continue
-        sets.append((str(entry["file"]), str(entry["name"])))
-    if problems:
-        raise DataError(path, problems)
-    return ModelTable(models, sets)
-
-
-# ---------------------------------------------------------------------------------------------
 # Records -> rows
 
 
@@ -226,15 +124,15 @@ def _conditions(rec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return []
 
 
-def _base_display(table: ModelTable, base: str | None) -> str | None:
+def _base_display(table: LabelTable, base: str | None) -> str | None:
     if not base:
         return None
     found = table.by_id(base)
     return found.display if found else table.lookup(base).display
 
 
-def _rows_of_file(path: Path, table: ModelTable) -> tuple[list[dict[str, Any]], list[Problem]]:
-    records, summary = read_probe_records(path)
+def _rows_of_file(path: Path, table: LabelTable) -> tuple[list[dict[str, Any]], list[Problem]]:
+    records, summary = read_ab_file(path)  # each file read once
     summary = summary or {}
     stem = path.name.removesuffix(".jsonl")
     rows: list[dict[str, Any]] = []
@@ -252,7 +150,7 @@ def _rows_of_file(path: Path, table: ModelTable) -> tuple[list[dict[str, Any]], 
             continue
         model_id = _model_id(rec.get("model")) or _model_id(summary.get("model")) or stem
         adapter = _adapter_label(rec.get("adapter") or summary.get("adapter"))
-        info = table.lookup(model_id, stem)
+        label = table.lookup(model_id, stem)
         conds = _conditions(rec)
         if not conds:
             problems.append(Problem(f"probe {pid}: no 'conditions'", line=n, field="conditions"))
@@ -268,14 +166,14 @@ def _rows_of_file(path: Path, table: ModelTable) -> tuple[list[dict[str, Any]], 
             row: dict[str, Any] = {
                 "source_file": path.name,
                 "probe_set": str(rec.get("probe_set") or default_set),
-                "model": info.display if not adapter else f"{info.display}+{adapter}",
+                "model": label.display if not adapter else f"{label.display}+{adapter}",
                 "model_id": model_id if not adapter else f"{model_id}+{adapter}",
-                "family": info.family,
-                "version": info.version,
-                "size": info.size,
-                "size_b": info.size_b,
-                "tuned": info.tuned or adapter is not None,
-                "base_model": info.display if adapter else _base_display(table, info.base),
+                "family": label.family,
+                "version": label.version,
+                "size": label.size,
+                "size_b": label.size_b,
+                "tuned": label.tuned or adapter is not None,
+                "base_model": label.display if adapter else _base_display(table, label.base),
                 "adapter": adapter,
                 "condition": cond,
                 "probe_id": str(pid),
@@ -294,7 +192,7 @@ def _rows_of_file(path: Path, table: ModelTable) -> tuple[list[dict[str, Any]], 
 def load_results(
     patterns: str | Iterable[str | os.PathLike[str]],
     *,
-    models: ModelTable | str | os.PathLike[str] | None = None,
+    models: LabelTable | str | os.PathLike[str] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     upstream: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
@@ -312,7 +210,7 @@ def load_results(
     """
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
-    table = models if isinstance(models, ModelTable) else load_models(models)
+    table = models if isinstance(models, LabelTable) else load_models(models)
     paths = resolve_paths([str(p) for p in patterns], run_dir=run_dir, upstream=upstream, root=root)
     if not paths:
         raise DataError(", ".join(str(p) for p in patterns), "no A/B result file matches these paths")
@@ -370,9 +268,6 @@ def load_gates(patterns: str | Iterable[str], *, run_dir: str | os.PathLike[str]
     Tolerant of shapes: a list of gate dicts or ``{"gates": [...]}``; ``name``/``threshold``/``pass``
     are accepted for ``gate``/``level``/``passed``. Unreadable entries are errors naming the file.
     """
-    import json
-    import re
-
     rows: list[dict[str, Any]] = []
     for path in resolve_paths(patterns, run_dir=run_dir, root=root):
         try:

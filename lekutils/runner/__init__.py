@@ -1,1 +1,2 @@
-"""Orchestration: parameters, profiles, manifests, papermill execution and the CLI commands."""
+"""Orchestration: parameters (params), profiles (profile), the run manifest (manifest), Papermill
+execution and the Jupyter kernel spec (execute), notebook hygiene, and one module per CLI command (cmd_*)."""

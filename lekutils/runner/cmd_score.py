@@ -65,15 +65,3 @@ def run(args: argparse.Namespace) -> int:
             write_rescored(res, target)
             print(f"wrote {target}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m lekutils.runner.cmd_score``)."""
-    parser = argparse.ArgumentParser(prog="lekutils")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["score", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -247,32 +247,3 @@ def gate_ab_files(phase: Any, ab_path: PathLike, spec: Mapping[str, Mapping[str,
     if out_dir is not None:
         write_report(report, Path(out_dir), Path(run_dir or out_dir))
     return enforce(report)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lekutils.train.gates AB.jsonl --spec JSON --creative ID [--base BASE.jsonl]``: exit 1 on a failed gate."""
-    import argparse
-    import json
-    import sys
-
-    ap = argparse.ArgumentParser(prog="python -m lekutils.train.gates", description=main.__doc__)
-    ap.add_argument("ab")
-    ap.add_argument("--spec", default=json.dumps(CURRICULUM_GATES))
-    ap.add_argument("--creative", action="append", default=[])
-    ap.add_argument("--base")
-    ap.add_argument("--phase", default="?")
-    ap.add_argument("--out")
-    ap.add_argument("--allow-failure", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        report = gate_ab_files(args.phase, args.ab, json.loads(args.spec), creative_ids=args.creative,
-                               base_ab_path=args.base, allow_failure=args.allow_failure, out_dir=args.out)
-    except GateFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(report.to_frame().to_string(index=False))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Execution: the Jupyter kernel spec the notebooks run on, Papermill execution and the pipeline loop."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lekutils.core.errors import ParameterError
+from lekutils.core.jsonl import atomic_write_json
+from lekutils.core.paths import PARAMS_DIR, REPO_ROOT, run_dir
+from lekutils.runner.manifest import build_manifest
+from lekutils.runner.profile import Execution, load_pipeline, notebook_path, resolve
+
+#: Name of the Jupyter kernel spec (an ipykernel for this venv) that notebooks declare and run on.
+KERNELSPEC_NAME = "lekutils"
+
+
+def install_kernelspec(name: str = KERNELSPEC_NAME, prefix: str | None = None) -> Path:
+    """Register a named ipykernel for this interpreter, carrying the OpenBLAS environment."""
+    from lekutils.core.blas import blas_env
+
+    prefix = prefix or sys.prefix
+    folder = Path(prefix) / "share" / "jupyter" / "kernels" / name
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"LEK workbook ({Path(sys.prefix).name})",
+        "language": "python",
+        "metadata": {"debugger": True},
+        "env": {**blas_env(), "LEKUTILS_BLAS_REEXEC": "1", "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"},
+    }
+    atomic_write_json(folder / "kernel.json", spec)
+    return folder
+
+
+def kernelspec_installed(name: str = KERNELSPEC_NAME) -> bool:
+    return (Path(sys.prefix) / "share" / "jupyter" / "kernels" / name / "kernel.json").exists()
+
+
+@dataclass
+class ExecutionFailed(RuntimeError):
+    """A notebook cell failed; carries the executed notebook's path and the failing cell."""
+
+    name: str
+    output: Path
+    cell_index: int | None
+    execution_count: int | None
+    source: str
+    error: str
+
+    def __str__(self) -> str:
+        cell = f"cell {self.cell_index} (In [{self.execution_count}])" if self.cell_index is not None else "a cell"
+        src = "\n".join("    " + line for line in self.source.strip().splitlines()[:12])
+        return (f"notebook '{self.name}' failed in {cell}: {self.error}\n"
+                f"  executed notebook: {self.output}\n  failing cell:\n{src}")
+
+
+def execute(ex: Execution, out_dir: Path, *, progress_bar: bool = True, kernel_name: str = KERNELSPEC_NAME,
+            log_output: bool = False) -> Path:
+    """Execute one notebook with Papermill into ``out_dir/notebooks/<name>.ipynb``."""
+    import nbformat
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out = out_dir / ex.output
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(ex.notebook), str(out), parameters=ex.parameters, kernel_name=kernel_name,
+                            cwd=str(REPO_ROOT), progress_bar=progress_bar, log_output=log_output,
+                            request_save_on_cell_execute=True)
+    except PapermillExecutionError as e:
+        idx, source, count = None, "", None
+        try:  # the failing cell is the one holding an error output in the executed copy
+            nb = nbformat.read(str(out), as_version=4)
+            for i, cell in enumerate(nb.cells):
+                if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+                    idx, source = i, cell.source
+                    count = cell.get("execution_count")
+                    break
+        except Exception:  # noqa: BLE001 - the error itself is what matters
+            pass
+        raise ExecutionFailed(ex.name, out, idx, count, source, f"{e.ename}: {e.evalue}") from None
+    return out
+
+
+def run_pipeline(
+    profile: str = "smoke",
+    notebooks: Sequence[str] = (),
+    extra_files: Sequence[Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    out_dir: Path | None = None,
+    params_root: Path = PARAMS_DIR,
+    argv: Sequence[str] = (),
+    progress_bar: bool = True,
+    dry_run: bool = False,
+    on_event: Callable[[str, Execution, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Validate and execute a profile's pipeline (or the named notebooks of it); return the manifest."""
+    out_dir = Path(out_dir) if out_dir else run_dir(profile)
+    executions = load_pipeline(profile, params_root)
+    if notebooks:
+        selected = []
+        for want in notebooks:
+            stem = Path(want).stem
+            hits = [e for e in executions if e.name == stem or e.notebook.stem == stem]
+            if not hits:
+                if notebook_path(want).exists():
+                    hits = [Execution(stem, notebook_path(want))]
+                else:
+                    raise ParameterError("run", [f"'{want}' is neither an execution of profile '{profile}' "
+                                                 f"({', '.join(e.name for e in executions)}) nor a notebook"])
+            selected.extend(h for h in hits if h not in selected)
+        executions = selected
+    executions = resolve(executions, profile, extra_files, overrides, out_dir)
+    manifest = build_manifest(profile, executions, argv)
+    if dry_run:
+        return manifest
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / "manifest.json"
+    atomic_write_json(manifest_path, manifest)
+    install_kernelspec()  # (re)written each run so the kernel's BLAS environment matches this venv
+    total_start = time.time()
+    for i, ex in enumerate(executions):
+        entry = manifest["executions"][i]
+        entry["status"], entry["started"] = "running", datetime.now(timezone.utc).isoformat()
+        atomic_write_json(manifest_path, manifest)
+        if on_event:
+            on_event("start", ex, {"index": i, "total": len(executions)})
+        t0 = time.time()
+        try:
+            execute(ex, out_dir, progress_bar=progress_bar)
+        except BaseException as e:
+            entry["status"], entry["duration_s"] = "failed", round(time.time() - t0, 2)
+            entry["error"] = str(e)
+            manifest["status"], manifest["duration_s"] = "failed", round(time.time() - total_start, 2)
+            atomic_write_json(manifest_path, manifest)
+            raise
+        entry["status"], entry["duration_s"] = "ok", round(time.time() - t0, 2)
+        atomic_write_json(manifest_path, manifest)
+        if on_event:
+            on_event("done", ex, entry)
+    manifest["status"], manifest["duration_s"] = "ok", round(time.time() - total_start, 2)
+    atomic_write_json(manifest_path, manifest)
+    return manifest
