@@ -293,6 +293,18 @@ def phase_progression_figure(gates: pd.DataFrame, *, width: str | float = "two")
     return fig
 
 
+def _ci_points(ax: plt.Axes, sub: pd.DataFrame, order: list[str], shift: float, cols: tuple[str, str, str],
+               colour: tuple, label: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Points at each stage's position with CI bars; points without a CI (n < 10) drawn hollow."""
+    x = np.array([order.index(s) for s in sub["stage"]]) + shift
+    y, lo, hi = (sub[c].to_numpy(float) for c in cols)
+    has = np.isfinite(lo)
+    ax.errorbar(x[has], y[has], yerr=np.vstack([y[has] - lo[has], hi[has] - y[has]]), fmt="o", ms=3.5, lw=1.1,
+                capsize=2, color=colour, label=label)
+    ax.plot(x[~has], y[~has], "o", ms=3.5, mfc="none", color=colour)
+    return x, y
+
+
 def headline_figure(stages: pd.DataFrame, *, width: str | float = "two") -> Figure:
     """The study's headline: (a) mean v2 per stage and condition with 95% CIs; (b) each stage's
     paired change against the base model. n is in the titles; a stage with n < 10 has no CI and
@@ -305,31 +317,19 @@ def headline_figure(stages: pd.DataFrame, *, width: str | float = "two") -> Figu
     conds = list(dict.fromkeys(stages["condition"]))
     pal = condition_palette(conds)
     step = 0.6 / max(1, len(conds))
+    tuned = stages[stages["stage"] != "base"]
     for j, cond in enumerate(conds):
-        sub = stages[stages["condition"] == cond]
-        x = np.array([order.index(s) for s in sub["stage"]]) + (j - (len(conds) - 1) / 2) * step
-        y = sub["mean"].to_numpy(float)
-        lo, hi = sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float)
-        has = np.isfinite(lo)
-        ax.errorbar(x[has], y[has], yerr=np.vstack([y[has] - lo[has], hi[has] - y[has]]), fmt="o", ms=3.5,
-                    lw=1.1, capsize=2, color=pal[cond], label=cond)
-        ax.plot(x[~has], y[~has], "o", ms=3.5, mfc="none", color=pal[cond])
+        shift = (j - (len(conds) - 1) / 2) * step
+        x, y = _ci_points(ax, stages[stages["condition"] == cond], order, shift, ("mean", "ci_low", "ci_high"),
+                          pal[cond], cond)
         ax.plot(x, y, lw=0.6, color=pal[cond], alpha=0.5)
+        _ci_points(bx, tuned[tuned["condition"] == cond], order, shift,
+                   ("delta_vs_base", "delta_ci_low", "delta_ci_high"), pal[cond])
     n = int(stages["n"].min())
     ax.set_xticks(range(len(order)), order)
     ax.set_ylabel(SCORE_LABEL)
     ax.set_title(f"(a) mean v2 on held-out probes, 95% CI (n = {n})", loc="left")
     ax.legend(title="condition", loc="lower center", bbox_to_anchor=(0.5, 1.1), ncol=len(conds), frameon=False)
-    tuned = stages[stages["stage"] != "base"]
-    for j, cond in enumerate(conds):
-        sub = tuned[tuned["condition"] == cond]
-        x = np.array([order.index(s) for s in sub["stage"]]) + (j - (len(conds) - 1) / 2) * step
-        y = sub["delta_vs_base"].to_numpy(float)
-        lo, hi = sub["delta_ci_low"].to_numpy(float), sub["delta_ci_high"].to_numpy(float)
-        has = np.isfinite(lo)
-        bx.errorbar(x[has], y[has], yerr=np.vstack([y[has] - lo[has], hi[has] - y[has]]), fmt="o", ms=3.5,
-                    lw=1.1, capsize=2, color=pal[cond])
-        bx.plot(x[~has], y[~has], "o", ms=3.5, mfc="none", color=pal[cond])
     bx.axhline(0, color="black", lw=0.8)
     bx.set_xticks(range(1, len(order)), order[1:])
     bx.set_xlim(0.5, len(order) - 0.5)
