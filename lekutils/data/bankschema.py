@@ -85,16 +85,21 @@ def _phase2(c: Checker, d: dict[str, Any]) -> None:
         settings = c.get(dom, "settings", dict, where) or {}
         for key in settings:
             c.get(settings, key, str, f"{where}.settings")
-        decisions = c.records(dom, "decisions", where, {"text": str, "settings": list})
+        roles = c.records(dom, "stakeholders", where, {"key": str, "role": str, "interest": str, "position": str,
+                                                       "alt": str}, min_len=5, optional=("alt",))
+        for name in ("key", "role", "interest"):
+            c.unique(roles, name, f"{where}.stakeholders")
+        known = {"settings": set(settings), "roles": {r["key"] for r in roles}}
+        decisions = c.records(dom, "decisions", where, {"text": str, "settings": list, "roles": list})
         for i, dec in enumerate(decisions):
-            for key in dec["settings"]:
-                if key not in settings:
-                    c.fail(f"unknown setting {key!r} (known: {sorted(settings)})", dec.line,
-                           f"{where}.decisions[{i}].settings")
-        roles = c.records(dom, "stakeholders", where, {"role": str, "interest": str, "position": str, "alt": str},
-                          min_len=5, optional=("alt",))
-        c.unique(roles, "role", f"{where}.stakeholders")
-        c.unique(roles, "interest", f"{where}.stakeholders")
+            for field, keys in known.items():
+                unknown = [k for k in dec[field] if k not in keys]
+                if unknown:
+                    c.fail(f"unknown {field[:-1]}(s) {unknown} (known: {sorted(keys)})", dec.line,
+                           f"{where}.decisions[{i}].{field}")
+            if len(dec["roles"]) < 5:
+                c.fail(f"needs at least 5 roles to draw 3-5 stakeholders from, has {len(dec['roles'])}", dec.line,
+                       f"{where}.decisions[{i}].roles")
 
 
 def _phase3(c: Checker, d: dict[str, Any]) -> None:

@@ -145,14 +145,16 @@ def phase2(banks: Banks, seed: int, composer: Composer) -> None:
     for dkey, dom in p2["domains"].items():
         rng = rng_for(seed, 2, dkey)
         # Each (decision, fitting setting) pair may carry two scenarios with different stakeholders.
-        pairs = [(dec["text"], dom["settings"][key]) for dec in dom["decisions"] for key in dec["settings"]]
+        by_key = {r["key"]: r for r in dom["stakeholders"]}
+        pairs = [(dec, dom["settings"][key]) for dec in dom["decisions"] for key in dec["settings"]]
         rng.shuffle(pairs)
         made = 0
-        for decision, setting in pairs + pairs:
+        for dec, setting in pairs + pairs:
             if made >= quota:
                 break
+            decision = dec["text"]
             k = rng.choice((3, 4, 4, 5))
-            roles = rng.sample(dom["stakeholders"], k)
+            roles = [by_key[key] for key in rng.sample(dec["roles"], k)]
             people = _stakeholder_names(rng, names, k)
             scene = fill(rng.choice(p2["openers"]), setting=setting, decision=decision)
             scene += "".join(f" {name}, {r['role']}, {rng.choice([r['position'], r.get('alt') or r['position']])}."
