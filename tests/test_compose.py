@@ -196,3 +196,12 @@ def test_bank_sizes_match_the_plan(written: dict[int, Path]) -> None:
     for r in rows:
         assert r["prompts"] == r["planned"] >= r["design_target"]
     assert rows[3]["multi_turn"] == 60 and rows[2]["scenarios"] == 300
+
+
+def test_probe_rephrase_passes_the_v2_rephrasings_through(written: dict[int, Path]) -> None:
+    from lekutils.probes import rephrase
+
+    probes = load_probes(written[1])
+    assert [p.id for p in rephrase(probes)] == [p.id for p in probes]
+    variant = next(p for p in probes if p.rephrase_type == "urgency")
+    assert variant.source_probe and variant.id.endswith("_R_URGE")
