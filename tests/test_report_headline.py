@@ -85,3 +85,16 @@ def test_headline_figure_draws_both_panels(tmp_path) -> None:
     small = headline_figure(H.stage_table(frame(5), BASE, n_boot=200))  # no CIs: hollow markers only
     small.savefig("/tmp/figs/headline_small.png")
     fig.savefig("/tmp/figs/headline.png", dpi=150)
+
+
+def test_study_report_uses_our_runs_only_and_writes_tables_and_figure(tmp_path) -> None:
+    ours = frame().assign(origin="ours", probe_set="eval")
+    other = frame().assign(origin="upstream", probe_set="eval", score=-99.0)  # never mixed in
+    df = pd.concat([ours, other], ignore_index=True)
+    h = H.study_report(df, BASE, probe_set="eval", n_boot=200, run_dir=str(tmp_path), figure_dirs=[tmp_path / "f"])
+    assert h["passed"] and h["effect"]["base_mean"] > 0
+    for name in ("headline_stages", "headline_effect", "headline_internalisation", "headline_gain_by_signal"):
+        assert (tmp_path / "tables" / f"{name}.csv").exists()
+    assert (tmp_path / "figures" / "headline.png").exists() and (tmp_path / "f" / "headline.pdf").exists()
+    with pytest.raises(ValueError, match="no results"):
+        H.study_report(df, "Other", n_boot=100)
