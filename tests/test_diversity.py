@@ -20,7 +20,7 @@ from lekutils.data.diversity import (
     record_text,
 )
 from lekutils.data.probes import Probe
-from lekutils.tasks.extract import jaccard, shingles
+from lekutils.data.text import jaccard, shingles
 
 BASE = ("A city library wants to lend laptops to residents who have no internet at home, but the "
         "laptops would log every website visited so that damaged machines can be traced.")
@@ -119,3 +119,23 @@ def test_nearest_neighbours_and_sampled_distinct() -> None:
     texts = [f"word{i} shared tail" for i in range(100)]
     assert distinct_n_sampled(texts[:10], 1) == distinct_n(texts[:10], 1)
     assert distinct_n_sampled(texts, 1, size=50) == pytest.approx((50 + 2) / 150)
+
+
+def test_refuse_heldout_overlap_names_the_overlapping_ids(tmp_path) -> None:
+    from lekutils.core.errors import DataError
+    from lekutils.data.diversity import refuse_heldout_overlap
+    from lekutils.data.probes import load_probes
+
+    ev = tmp_path / "eval.json"
+    ev.write_text('[{"id": "E1", "domain": "x", "prompt": "A clinic wants to share patient records with an insurer to '
+                  'lower premiums; what should it tell the patients first?"}]', encoding="utf-8")
+    fine = Probe("T1", "y", "Write a poem about the sea at night.")
+    near = Probe("T2", "y", "A clinic wants to share patient records with an insurer to lower premiums; what "
+                             "should it tell the patients?")
+    same_id = Probe("E1", "y", "Something else entirely, about bicycles.")
+    refuse_heldout_overlap([fine], [ev])
+    with pytest.raises(DataError) as e:
+        refuse_heldout_overlap([fine, near, same_id], [ev])
+    msg = str(e.value)
+    assert "'T2'" in msg and "'E1'" in msg and "T1" not in msg and str(ev) in msg
+    assert len(load_probes(ev)) == 1

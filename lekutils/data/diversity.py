@@ -1,7 +1,7 @@
 """Diversity of prompt banks and held-out discipline against the evaluation probes.
 
 Similarity is the Jaccard index of word 3-shingles (lower-cased, punctuation ignored:
-:func:`lekutils.tasks.extract.shingles`), the measure the extraction step already uses for responses.
+:func:`lekutils.data.text.shingles`), the measure the extraction step already uses for responses.
 
 - **Near-duplicates** inside a phase: MinHash LSH (``datasketch``, 128 permutations, LSH
   threshold 0.1 below) proposes candidate pairs, the exact Jaccard confirms them. Threshold
@@ -24,6 +24,7 @@ The text of a multi-turn record is its user turns joined (``turns``), else its `
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections import Counter, defaultdict
@@ -31,7 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lekutils.tasks.extract import jaccard, shingles
+from lekutils.core.errors import DataError, Problem
+from lekutils.data.text import jaccard, shingles
 
 #: Jaccard (word 3-shingles) at or above which two prompts count as near-duplicates.
 NEAR_DUP_THRESHOLD = 0.5
@@ -234,6 +236,22 @@ def heldout_overlap(train_prompts: Sequence[Any], eval_probes: Sequence[Any],
     """
     evals = eval_probes if isinstance(eval_probes, EvalSet) else EvalSet(eval_probes)
     return [hit for rec in train_prompts for hit in evals.overlaps(rec, threshold)]
+
+
+def refuse_heldout_overlap(train_prompts: Sequence[Any], eval_files: Sequence[str | os.PathLike[str]],
+                           threshold: float = HELDOUT_THRESHOLD) -> None:
+    """Refuse training prompts that overlap the evaluation probes of ``eval_files`` (by id, by
+    normalised text, or a word-3-shingle Jaccard >= ``threshold``): a :class:`DataError` naming every
+    overlapping pair. Held-out discipline: the evaluation set must never be trained on."""
+    from lekutils.data.probes import load_probes
+
+    if not eval_files:
+        return
+    hits = heldout_overlap(train_prompts, load_probes(*eval_files), threshold)
+    if hits:
+        raise DataError(", ".join(str(f) for f in eval_files), [
+            Problem(f"training prompt {t!r} overlaps evaluation probe {e!r} (Jaccard {j:.2f} >= {threshold}); "
+                    "remove it from the training prompts", field=t) for t, e, j in hits])
 
 
 def closest_to_eval(records: Sequence[Any], eval_probes: Sequence[Any]) -> tuple[str, str, float] | None:

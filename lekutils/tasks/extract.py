@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import pandas as pd
 
 from lekutils.core.errors import DataError, Problem
 from lekutils.core.jsonl import atomic_write_jsonl, iter_jsonl
+from lekutils.data.text import jaccard, shingles
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +122,6 @@ def dedup_per_probe(examples: Sequence[Example], mode: str = "best") -> list[Exa
     pick = (lambda es: min(es, key=lambda e: (-e.lek_score, e.sample_idx))) if mode == "best" else (
         lambda es: min(es, key=lambda e: e.sample_idx))
     return sorted((pick(es) for es in by_probe.values()), key=lambda e: e.key)
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def shingles(text: str, k: int = 3) -> set[str]:
-    """Word ``k``-shingles of the lower-cased text (punctuation ignored); short texts give one shingle."""
-    words = _WORD.findall(text.lower())
-    if len(words) < k:
-        return {" ".join(words)} if words else set()
-    return {" ".join(words[i:i + k]) for i in range(len(words) - k + 1)}
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    """Exact Jaccard similarity of two sets (1.0 for two empty sets)."""
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
 
 
 @dataclass(frozen=True)
