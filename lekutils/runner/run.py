@@ -1,7 +1,9 @@
 """The notebook runner: profiles, parameter validation, Papermill execution and the run manifest.
 
 A profile is ``params/<profile>/pipeline.yaml``: an ordered list of notebook executions, each with
-its parameter file. Parameters resolve as notebook default < profile YAML < ``-f`` file < ``-p``,
+its parameter file or curriculum phase (``phase: K``: rows of ``curriculum.yaml``, see
+:mod:`lekutils.runner.curriculum`). Parameters resolve as notebook default < curriculum defaults <
+curriculum phase row < profile YAML < ``-f`` file < ``-p``,
 and are checked against the notebook's ``parameters`` cell (names, and types inferred from the
 annotation or the default) before anything runs: Papermill itself only warns on unknown names.
 """
@@ -160,6 +162,8 @@ class Execution:
     params_file: Path | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> where its value came from
+    phase: int | None = None  # curriculum phase: parameters from <profile>/curriculum.yaml (runner.curriculum)
+    curriculum: Path | None = None
 
     @property
     def output(self) -> str:
@@ -192,9 +196,10 @@ def load_pipeline(profile: str, params_root: Path = PARAMS_DIR) -> list[Executio
         if not isinstance(item, dict) or "notebook" not in item:
             problems.append(Problem("each execution needs a 'notebook'", field=where))
             continue
-        unknown = set(item) - {"notebook", "name", "params", "parameters"}
+        unknown = set(item) - {"notebook", "name", "params", "parameters", "phase"}
         if unknown:
-            problems.append(Problem(f"unknown keys {sorted(unknown)} (allowed: notebook, name, params, parameters)", field=where))
+            problems.append(Problem(f"unknown keys {sorted(unknown)} (allowed: notebook, name, params, parameters, "
+                                    "phase)", field=where))
         name = str(item.get("name", item["notebook"]))
         if name in names:
             problems.append(Problem(f"duplicate execution name '{name}'", field=f"{where}.name"))
@@ -208,6 +213,12 @@ def load_pipeline(profile: str, params_root: Path = PARAMS_DIR) -> list[Executio
             if not ex.params_file.exists():
                 problems.append(Problem(f"parameter file {ex.params_file} not found", field=f"{where}.params"))
         ex.parameters = dict(item.get("parameters") or {})
+        if item.get("phase") is not None:  # parameters from the curriculum table (lekutils.runner.curriculum)
+            ex.phase, ex.curriculum = item["phase"], folder / "curriculum.yaml"
+            if not isinstance(ex.phase, int) or isinstance(ex.phase, bool):
+                problems.append(Problem(f"'phase' must be an integer, got {ex.phase!r}", field=f"{where}.phase"))
+            elif not ex.curriculum.exists():
+                problems.append(Problem(f"curriculum table {ex.curriculum} not found", field=f"{where}.phase"))
         out.append(ex)
     if problems:
         raise DataError(path, problems)
@@ -250,6 +261,15 @@ def resolve(
             if not isinstance(doc, dict):
                 raise DataError(ex.params_file, "expected a mapping of parameter names to values")
             file_params = doc
+        if ex.phase is not None:  # notebook default < curriculum defaults[section] < phases[K][section] < params
+            from lekutils.runner.curriculum import curriculum_layers
+
+            for origin, layer in curriculum_layers(ex.curriculum, ex.notebook, ex.phase):
+                for k, v in layer.items():
+                    if k not in specs:
+                        msgs.append(f"unknown parameter '{k}' in {origin}")
+                    else:
+                        values[k], sources[k] = v, origin
         origin = str(ex.params_file or "pipeline.yaml")
         for k, v in {**file_params, **ex.parameters}.items():
             if k not in specs:
@@ -278,7 +298,7 @@ def resolve(
         if msgs:
             known = ", ".join(f"{s.name}: {s.type.__name__ if s.type else 'any'}" for s in specs.values())
             errors.append(ParameterError(f"{ex.name} ({ex.notebook.name})", msgs + [f"known parameters: {known}"]))
-        resolved.append(Execution(ex.name, ex.notebook, ex.params_file, values, sources))
+        resolved.append(Execution(ex.name, ex.notebook, ex.params_file, values, sources, ex.phase, ex.curriculum))
     for origin, layer in layers:
         for k in layer:
             if (origin, k) not in used:
@@ -372,7 +392,8 @@ def build_manifest(profile: str, executions: Sequence[Execution], argv: Sequence
 
     inputs: dict[str, str] = {}
     for ex in executions:
-        for p in [ex.notebook, *([ex.params_file] if ex.params_file else []), *_input_files(ex.parameters)]:
+        for p in [ex.notebook, *([ex.params_file] if ex.params_file else []),
+                  *([ex.curriculum] if ex.curriculum else []), *_input_files(ex.parameters)]:
             inputs.setdefault(_rel(p), sha256_file(p))
     import mlx.core as mx
 

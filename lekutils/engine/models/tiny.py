@@ -106,8 +106,8 @@ BYTE_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 BYTE_SPECIALS = ["<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|pad|>"]
-#: Vocabulary size of :func:`byte_tokenizer` (256 bytes + specials).
-BYTE_VOCAB = 256 + len(BYTE_SPECIALS)
+#: Model vocabulary for :func:`byte_tokenizer` (256 bytes + 5 specials, one spare row).
+BYTE_VOCAB = 262
 
 
 def byte_tokenizer() -> Any:
