@@ -107,7 +107,8 @@ def load_curriculum(path: str | Path) -> Curriculum:
     defaults = doc.get("defaults") or {}
     d_node = _value_node(root, "defaults")
     if not isinstance(defaults, Mapping):
-        problems.append(Problem("expected a mapping of sections", line=_line(d_node), field="defaults"))
+        problems.append(Problem("expected a mapping of sections", line=_line(_key_node(root, "defaults")),
+                                field="defaults"))
         defaults = {}
     for k, v in defaults.items():
         if k not in SECTIONS.values():
@@ -120,7 +121,8 @@ def load_curriculum(path: str | Path) -> Curriculum:
     p_node = _value_node(root, "phases")
     phases: dict[int, dict[str, Any]] = {}
     if not isinstance(rows, list) or not rows:
-        problems.append(Problem("expected a non-empty list of phase rows", line=_line(p_node), field="phases"))
+        problems.append(Problem("expected a non-empty list of phase rows", line=_line(_key_node(root, "phases")),
+                                field="phases"))
         rows = []
     for i, row in enumerate(rows):
         node = p_node.value[i] if isinstance(p_node, yaml.SequenceNode) else None
@@ -147,7 +149,7 @@ def load_curriculum(path: str | Path) -> Curriculum:
     missing = sorted(set(range(max(phases) + 1)) - set(phases)) if phases else []
     if missing:
         problems.append(Problem(f"missing phase(s) {', '.join(map(str, missing))} (phases are numbered 0..N-1)",
-                                line=_line(p_node), field="phases"))
+                                line=_line(_key_node(root, "phases")), field="phases"))
     if problems:
         raise DataError(path, problems)
     return Curriculum(path, {k: dict(v or {}) for k, v in defaults.items()}, phases)
