@@ -66,7 +66,7 @@ class DistillSettings:
     samples: int = 8
     temperature: float = 0.8
     top_p: float = 0.95
-    max_tokens: int = 512
+    max_tokens: int = 4096
     seed: int = 0
     keep_threshold: float = 24.0
     keep_on: str = "lek_score"
