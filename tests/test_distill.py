@@ -52,18 +52,11 @@ def tiny_tokenizer():
 
 def tiny_engine(batch_size: int = 4, seed: int = 0):
     """A 2-layer random llama (weights fixed by ``seed``) in the generation engine."""
-    import mlx.core as mx
-    from mlx_lm.models import llama
-
     from lekutils.engine.local import Engine
+    from lekutils.engine.models.tiny import tiny_model
 
     tok = tiny_tokenizer()
-    args = llama.ModelArgs(model_type="llama", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
-                           num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
-                           vocab_size=len(tok._tokenizer.get_vocab()), tie_word_embeddings=True)
-    mx.random.seed(seed)
-    model = llama.Model(args)
-    mx.eval(model.parameters())
+    model = tiny_model("llama", vocab_size=len(tok._tokenizer.get_vocab()), seed=seed, hidden=32)
     return Engine(model, tok, batch_size=batch_size, model_spec="tiny-random")
 
 
