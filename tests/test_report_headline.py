@@ -71,6 +71,12 @@ def test_gain_by_signal_flags_a_dominant_signal_degeneration_and_creative_regres
     assert any("axiom_resonance" in f and "100%" in f for f in flags)
     degen = H.hacking_flags(frame(degenerate_final=3), BASE)
     assert any("degeneration rose: 3" in f for f in degen)
+    # fewer repetition loops carrying the whole gain is not reward hacking: a penalty is never "dominant"
+    cured = frame(lift={"engagement_depth": 0})
+    cured.loc[(cured["model"] == BASE) & (cured["probe_id"] < "P10"), ["degeneration", "score"]] = [1, -20.0]
+    gain = H.gain_by_signal(cured, BASE)
+    assert gain.set_index("signal").loc["degeneration", "share_of_gain"] > 0.5
+    assert not gain["dominant"].any() and not any("carries" in f for f in H.hacking_flags(cured, BASE))
     df = frame()
     watch = (df["model"] == f"{BASE}+phase4") & (df["probe_id"] == "P01") & (df["condition"] == "baseline")
     df.loc[watch, "score"] = -50.0

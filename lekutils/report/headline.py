@@ -144,8 +144,12 @@ def _contributions(df: pd.DataFrame, model: str, condition: str) -> pd.DataFrame
 
 def gain_by_signal(df: pd.DataFrame, base: str, final: str | None = None, *,
                    condition: str = BASELINE) -> pd.DataFrame:
-    """Mean points per signal, base vs final, their change, and each signal's share of the positive
-    gain (the sum of the signals' positive changes); ``dominant`` marks a share > 50%."""
+    """Mean points per signal, base vs final, their change, and each signal's share of the gross gain
+    (the sum of all signals' positive changes, fewer penalties included).
+
+    ``dominant`` marks a *rewarded* signal (not a penalty) with a share > 50%: gaming one capped
+    keyword count is reward hacking, while fewer repetition loops or refusals are not (degeneration
+    has its own check in :func:`hacking_flags`)."""
     final = final or stages(df, base)[-1]
     a, b = _contributions(df, base, condition), _contributions(df, final, condition)
     common = a.index.intersection(b.index)
@@ -156,7 +160,7 @@ def gain_by_signal(df: pd.DataFrame, base: str, final: str | None = None, *,
                         "base_points": a.mean().to_numpy(), "final_points": b.mean().to_numpy(),
                         "change": change.to_numpy()})
     out["share_of_gain"] = (out["change"].clip(lower=0) / positive) if positive > 0 else 0.0
-    out["dominant"] = out["share_of_gain"] > DOMINANCE
+    out["dominant"] = (out["share_of_gain"] > DOMINANCE) & ~out["penalty"]
     return out.round({"base_points": 3, "final_points": 3, "change": 3, "share_of_gain": 3})
 
 
