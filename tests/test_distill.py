@@ -228,3 +228,26 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path, repo_r
     for k in ("total_generated", "total_kept", "keep_rate", "avg_kept_score", "best_score"):
         assert sa[k] == sb[k]
     assert len(open_store(killed)) == 26
+
+
+def test_trim_to_boundary_and_truncated_answers_excluded_or_trimmed() -> None:
+    from lekutils.scoring import score
+    from lekutils.tasks.distill import _keep, distill_summary, trim_to_boundary
+
+    text = "First paragraph about consent and care.\n\nSecond one, with more detail. And then it was cut of"
+    assert trim_to_boundary(text) == "First paragraph about consent and care.\n\nSecond one, with more detail."
+    assert trim_to_boundary("One long sentence that never ends and goes on and on without a stop at all") is None
+    assert trim_to_boundary("Short. " + "x" * 100) is None  # too little would remain
+    h = score(text)
+    rec = {"key": "P1", "sample_idx": 0, "content_key": "k", "response": text, "heuristic": h,
+           "lek_score": h["lek_score"], "scorer": "v2", "finish_reason": "length", "sample_seed": 1,
+           "prompt": "Q?", "prompt_id": "P1", "category": "c", "chars": len(text), "time_s": 0.1,
+           "ts": "t", "source_probe": None, "rephrase_type": None}
+    excluded = _keep(rec, settings(keep_threshold=-100.0, allow_truncated=False))
+    assert not excluded["kept"] and excluded["truncated"]
+    trimmed = _keep(rec, settings(keep_threshold=-100.0, allow_truncated=False, trim_truncated=True))
+    target = trimmed["training"]["messages"][1]["content"]
+    assert trimmed["kept"] and trimmed["trimmed"] and target.endswith("more detail.")
+    assert trimmed["lek_score"] == score(target)["lek_score"] and trimmed["meta"]["trimmed"]
+    s = distill_summary([excluded, trimmed], settings(keep_threshold=-100.0), probes=1, scorer_version="2", wall_s=0)
+    assert (s["cut_off"], s["excluded_truncated"], s["trimmed"], s["kept_trimmed"]) == (2, 1, 1, 1)
