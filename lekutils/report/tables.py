@@ -299,6 +299,17 @@ def curriculum_progress(gates: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def failed_gates(gates: pd.DataFrame) -> pd.DataFrame:
+    """Every failed gate with how far it missed its level (``shortfall`` > 0, in the gate's unit)."""
+    cols = ["phase", "gate", "value", "op", "level", "shortfall"]
+    if gates.empty:
+        return pd.DataFrame(columns=cols)
+    bad = gates[gates["passed"].eq(False)].copy()
+    below = bad["op"].isin([">=", ">"])
+    bad["shortfall"] = np.where(below, bad["level"] - bad["value"], bad["value"] - bad["level"])
+    return bad[cols].round({"value": 3, "level": 3, "shortfall": 3}).reset_index(drop=True)
+
+
 def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write each table as ``<out_dir>/<name>.csv`` atomically; return the paths by name."""
     out_dir = Path(out_dir)
