@@ -270,8 +270,9 @@ def extract(raw_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     rejected_set = set(rejected)
     reviewed = [e for e in cand.examples if e.key not in rejected_set]
     dropped_review = [e.key for e in cand.examples if e.key in rejected_set]
-    if not reviewed:
-        raise ValueError(f"{raw_path}: no training examples left (kept {cand.loaded}, after dedup "
+    if len(reviewed) < 2:
+        raise ValueError(f"{raw_path}: {len(reviewed)} training example(s) left, at least 2 are needed (one for "
+                         f"validation): kept {cand.loaded}, after dedup "
                          f"{cand.after_dedup}, near-duplicates {len(cand.near_duplicates)}, rejected in review "
                          f"{len(dropped_review)})")
     train, valid = split_train_valid(reviewed, valid_fraction=valid_fraction, seed=seed)
