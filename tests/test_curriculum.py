@@ -123,12 +123,14 @@ def test_phase_without_row_or_section(curriculum: tuple[Path, Path], tmp_path: P
         load_pipeline("t", root)
 
 
-@pytest.mark.parametrize("profile", ["smoke", "gemma3-27b"])
+@pytest.mark.parametrize("profile", ["smoke", "gemma3-27b", "demo"])
 def test_shipped_tables_cover_five_phases(profile: str, repo_root: Path) -> None:
     table = load_curriculum(repo_root / "params" / profile / "curriculum.yaml")
     assert sorted(table.phases) == [0, 1, 2, 3, 4]
     assert [table.title(k) for k in range(5)] == ["creative baseline lock", "deep axiom reasoning",
                                                   "multi-perspective", "adversarial resilience", "synthesis"]
     names = [e.name for e in load_pipeline(profile) if e.phase is not None]
-    assert names == [f"10_self_distill_phase{k}" for k in range(5)] + [f"{(k + 2) * 10}_phase{k}_train"
-                                                                       for k in range(5)]
+    assert sorted(names) == sorted([f"10_self_distill_phase{k}" for k in range(5)]
+                                   + [f"{(k + 2) * 10}_phase{k}_train" for k in range(5)])
+    train = [n for n in names if n.endswith("_train")]
+    assert train == sorted(train)  # phases train in order, each from the previous adapter
