@@ -134,3 +134,22 @@ def test_shipped_tables_cover_five_phases(profile: str, repo_root: Path) -> None
                                    + [f"{(k + 2) * 10}_phase{k}_train" for k in range(5)])
     train = [n for n in names if n.endswith("_train")]
     assert train == sorted(train)  # phases train in order, each from the previous adapter
+
+
+def test_demo_study_never_trains_on_its_evaluation_probes() -> None:
+    """Held-out discipline of the default study: every distillation prompt (with its rephrasings) is
+    checked against the probes the gates evaluate on, by id and near-duplicate text."""
+    from lekutils.data.diversity import refuse_heldout_overlap
+    from lekutils.data.probes import load_probes
+    from lekutils.tasks.distill import with_rephrasings
+
+    executions = resolve(load_pipeline("demo"), "demo")
+    evals = {tuple(e.parameters["gate_probe_files"]) for e in executions if e.notebook.stem == "20_train_phase"}
+    assert len(evals) == 1
+    (eval_files,) = evals
+    for e in executions:
+        if e.notebook.stem != "10_self_distill":
+            continue
+        assert tuple(e.parameters["heldout_files"]) == eval_files, e.name
+        prompts = load_probes(*e.parameters["prompt_files"])
+        refuse_heldout_overlap(with_rephrasings(prompts) if e.parameters["rephrasings"] else prompts, eval_files)
