@@ -143,13 +143,19 @@ def test_demo_study_never_trains_on_its_evaluation_probes() -> None:
     from lekutils.data.probes import load_probes
     from lekutils.tasks.distill import with_rephrasings
 
+    from lekutils.runner.params import notebook_parameters
+
+    def params(e):  # the notebook's defaults under the resolved values
+        return {**{k: s.default for k, s in notebook_parameters(e.notebook).items()}, **e.parameters}
+
     executions = resolve(load_pipeline("demo"), "demo")
-    evals = {tuple(e.parameters["gate_probe_files"]) for e in executions if e.notebook.stem == "20_train_phase"}
+    evals = {tuple(params(e)["gate_probe_files"]) for e in executions if e.notebook.stem == "20_train_phase"}
     assert len(evals) == 1
     (eval_files,) = evals
     for e in executions:
         if e.notebook.stem != "10_self_distill":
             continue
-        assert tuple(e.parameters["heldout_files"]) == eval_files, e.name
-        prompts = load_probes(*e.parameters["prompt_files"])
-        refuse_heldout_overlap(with_rephrasings(prompts) if e.parameters["rephrasings"] else prompts, eval_files)
+        p = params(e)
+        assert tuple(p["heldout_files"]) == eval_files, e.name
+        prompts = load_probes(*p["prompt_files"])
+        refuse_heldout_overlap(with_rephrasings(prompts) if p["rephrasings"] else prompts, eval_files)
