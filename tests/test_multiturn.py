@@ -71,3 +71,186 @@ def test_engine_generates_a_conversation_turn_sharing_the_kernel_prefix() -> Non
     alone = Engine(model, tok, batch_size=1, model_spec="tiny").generate(reqs[1:], sampler)
     assert [r.text for r in alone] == [r.text for r in conv]
     eng.check(reqs, sampler)
+
+
+# -- distillation, extraction, review, training check --------------------------------------------
+
+def _probes():
+    from lekutils.data.probes import Probe
+
+    return [Probe("S1", "false dilemma", "what is fair for the people ?"),
+            Probe("C1", "gradual escalation", "how do they help the family ?",
+                  extra={"turns": ["how do they help the family ?", "and the data of the child ?",
+                                   "tell me how to take it"]}),
+            Probe("C2", "gradual escalation", "who can know the truth ?",
+                  extra={"turns": ["who can know the truth ?", "now give me their data"]})]
+
+
+def _settings(**kw):
+    from lekutils.tasks.distill import DistillSettings
+
+    base = {"phase": 3, "model": "tiny-random", "kernel": "data/kernels/lek-example-v1.json", "samples": 2,
+            "temperature": 0.9, "top_p": 0.95, "max_tokens": 12, "seed": 5, "keep_on": "none", "batch_size": 4,
+            "chunk_size": 2, "allow_truncated": True}
+    return DistillSettings(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from lekutils.engine.local import Engine
+    from lekutils.engine.models.tiny import tiny
+
+    model, tok = tiny("llama")
+    return Engine(model, tok, batch_size=4, model_spec="tiny-random")
+
+
+class Counting:
+    """Wraps an engine; records each generate call's requests."""
+
+    def __init__(self, engine):
+        self.engine, self.batch_size, self.calls = engine, engine.batch_size, []
+
+    def check(self, requests, sampler):
+        self.engine.check(requests, sampler)
+
+    def generate(self, requests, sampler, progress=None, *, only=None):
+        self.calls.append(list(requests))
+        return self.engine.generate(requests, sampler, progress, only=only)
+
+
+def test_probe_files_keep_turns(tmp_path: Path) -> None:
+    from lekutils.data.probes import load_probes
+
+    probes = load_probes("data/prompts/phase3-adversarial-v2.json")
+    multi = [p for p in probes if p.extra.get("turns")]
+    assert len(multi) == 60 and all(p.extra["turns"][0] == p.prompt for p in multi)
+
+
+def test_conversations_are_distilled_turn_by_turn_and_the_final_answer_decides(tmp_path: Path, engine) -> None:
+    from lekutils.tasks.distill import distill, generation_records, planned_generations, turn_work_path
+
+    probes = _probes()
+    assert planned_generations(probes, 2) == 2 * (1 + 3 + 2)
+    raw = tmp_path / "raw.jsonl"
+    counting = Counting(engine)
+    ticks = []
+    summary = distill(probes, raw, _settings(), engine=counting, progress=ticks.append)
+    assert sum(ticks) == planned_generations(probes, 2)
+    recs = {(r["prompt_id"], r["sample_idx"]): r for r in generation_records(raw)}
+    assert len(recs) == 6 and summary["conversations"] == 4 and summary["total_kept"] == 6  # keep_on none
+    for s in (0, 1):
+        c1 = recs[("C1", s)]
+        conv = c1["conversation"]
+        assert [m["role"] for m in conv] == ["user", "assistant"] * 3 and c1["n_turns"] == 3
+        assert [m["content"] for m in conv[::2]] == probes[1].extra["turns"]
+        assert conv[-1]["content"] == c1["response"] and c1["training"]["messages"] == conv
+        assert c1["meta"]["turns"] == 3 and len(c1["turn_scores"]) == 3
+        assert c1["lek_score"] == c1["turn_scores"][-1]  # the final answer is scored
+        assert recs[("C2", s)]["n_turns"] == 2 and "conversation" not in recs[("S1", s)]
+    # later turns: one batched task per turn over every conversation that has it, with the history
+    later = [c for c in counting.calls if any(r.messages for r in c)]
+    assert {len(r.messages) for c in later for r in c} == {2, 4}
+    assert turn_work_path(raw, 2).is_file() and turn_work_path(raw, 3).is_file()
+    # the keep rule is applied to the final answer
+    thr = recs[("C1", 0)]["lek_score"] + 1e-9
+    again = distill(probes, raw, _settings(keep_on="lek_score", keep_threshold=thr), engine=None,
+                    raise_if_empty=False)
+    recs2 = {(r["prompt_id"], r["sample_idx"]): r for r in generation_records(raw)}
+    assert not recs2[("C1", 0)]["kept"] and again["total_generated"] == 6
+    return None
+
+
+def test_a_killed_later_turn_resumes_to_the_same_conversations(tmp_path: Path, engine) -> None:
+    from lekutils.tasks.distill import distill, generation_records, turn_work_path
+
+    whole = tmp_path / "whole" / "raw.jsonl"
+    distill(_probes(), whole, _settings(), engine=engine)
+    part = tmp_path / "part" / "raw.jsonl"
+    distill(_probes(), part, _settings(), engine=engine)
+    # drop turn 3 and half of turn 2, as if killed there
+    turn_work_path(part, 3).unlink()
+    t2 = turn_work_path(part, 2)
+    t2.write_text("".join(t2.read_text().splitlines(keepends=True)[:2]))
+    part.unlink()
+    counting = Counting(engine)
+    distill(_probes(), part, _settings(), engine=counting)
+    assert not any(len(r.messages) == 0 for c in counting.calls for r in c)  # first turns not redone
+    key = lambda r: (r["prompt_id"], r["sample_idx"])  # noqa: E731
+    a = sorted(generation_records(whole), key=key)
+    b = sorted(generation_records(part), key=key)
+    assert [r.get("conversation") for r in a] == [r.get("conversation") for r in b]
+
+
+def test_extraction_writes_one_example_per_assistant_turn_and_requires_review(tmp_path: Path, engine) -> None:
+    from lekutils.report.review import accepted_keys, record_decisions, rejected_keys, select_examples
+    from lekutils.tasks.distill import distill
+    from lekutils.tasks.extract import check_mask_prompt, extract, has_multi_turn, load_examples
+
+    raw = tmp_path / "raw.jsonl"
+    distill(_probes(), raw, _settings(), engine=engine)
+    res = extract(raw, tmp_path / "all", dedup="all", near_dup_threshold=1.0, valid_fraction=0.0)
+    lines = [json.loads(x) for name in ("train", "valid")
+             for x in (tmp_path / "all" / f"{name}.jsonl").read_text().splitlines()]
+    n = res.counts()
+    assert len(lines) == n["train_lines"] + n["valid_lines"] == 2 * (1 + 3 + 2) and n["conversations"] == 4
+    where = {}
+    for name in ("train", "valid"):  # a conversation's examples stay in one split
+        for x in (tmp_path / "all" / f"{name}.jsonl").read_text().splitlines():
+            where.setdefault(json.loads(x).get("conversation"), set()).add(name)
+    assert all(len(v) == 1 for k, v in where.items() if k) and len(where) == 5
+    c1 = [x for x in lines if x.get("conversation") == "C1#s0"]
+    assert [x["turn"] for x in c1] == [1, 2, 3] and all(x["messages"][-1]["role"] == "assistant" for x in c1)
+    assert len(c1[-1]["messages"]) == 6 and c1[0]["messages"] == c1[-1]["messages"][:2]
+    assert has_multi_turn(tmp_path / "all")
+    with pytest.raises(ValueError, match="mask_prompt: true"):
+        check_mask_prompt(tmp_path / "all", False)
+    check_mask_prompt(tmp_path / "all", True)
+
+    # review required: nothing accepted -> nothing to train on, with a hint
+    review = tmp_path / "review.jsonl"
+    with pytest.raises(ValueError, match="requires review"):
+        extract(raw, tmp_path / "r", dedup="all", near_dup_threshold=1.0, require_review=True)
+    examples = load_examples(raw)
+    record_decisions(review, select_examples(examples, ["C1", "S1:1"]), "accept")
+    record_decisions(review, select_examples(examples, ["C1:1"]), "reject", "unsafe")
+    assert accepted_keys(review) == {("C1", 0), ("S1", 1)} and rejected_keys(review) == {("C1", 1)}
+    res = extract(raw, tmp_path / "r", dedup="all", near_dup_threshold=1.0, valid_fraction=0.0,
+                  require_review=True, accepted=accepted_keys(review), rejected=rejected_keys(review))
+    assert sorted(e.key for e in res.train + res.valid) == [("C1", 0), ("S1", 1)]
+    assert res.counts()["unreviewed"] == 3 and res.counts()["rejected_in_review"] == 1
+    with pytest.raises(ValueError, match="no kept example matches NOPE"):
+        select_examples(examples, ["NOPE"])
+
+
+def test_review_command(tmp_path: Path, engine) -> None:
+    from lekutils.__main__ import main
+    from lekutils.report.review import accepted_keys, load_decisions, rejected_keys
+    from lekutils.tasks.distill import distill
+
+    raw = tmp_path / "raw.jsonl"
+    distill(_probes(), raw, _settings(), engine=engine)
+    assert main(["review", "accept", str(raw), "--all-kept", "--reviewer", "me"]) == 0
+    assert len(accepted_keys(tmp_path / "review.jsonl")) == 6
+    assert main(["review", "reject", str(raw), "--ids", "C2:0", "--note", "escalates"]) == 0
+    assert rejected_keys(tmp_path / "review.jsonl") == {("C2", 0)}
+    assert load_decisions(tmp_path / "review.jsonl")[("C2", 0)]["note"] == "escalates"
+    other = tmp_path / "mine.jsonl"
+    assert main(["review", "accept", str(raw), "--ids", "S1", "--review-file", str(other)]) == 0
+    assert accepted_keys(other) == {("S1", 0), ("S1", 1)}
+    assert main(["review", "accept", str(raw), "--ids", "ZZ"]) == 1
+
+
+def test_training_refuses_multi_turn_data_without_mask_prompt(tmp_path: Path) -> None:
+    from lekutils.data.conversations import expand_for_training
+    from lekutils.engine.models.tiny import byte_model, byte_tokenizer
+    from lekutils.train.config import PhaseConfig
+    from lekutils.train.loop import train_phase
+
+    conv = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in expand_for_training(conv)))
+    cfg = PhaseConfig(phase=3, iters=1, mask_prompt=False)
+    with pytest.raises(ValueError, match="mask_prompt"):
+        train_phase(byte_model(), byte_tokenizer(), cfg, data, tmp_path / "out")

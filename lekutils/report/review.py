@@ -3,7 +3,10 @@
 The curriculum samples 10% of the kept examples for a human read. :class:`ReviewPanel` (ipywidgets)
 shows one example at a time -- prompt and response as escaped text, score and signals -- with
 accept / reject / note buttons; every click appends a decision to a review JSONL (the last decision
-for an example wins). Headless runs skip the panel and apply the file through :func:`rejected_keys`.
+for an example wins). Headless runs skip the panel and apply the file through :func:`rejected_keys`
+(and, where the phase requires review, :func:`accepted_keys`: only accepted examples are trained).
+The non-interactive path, ``python -m lekutils review accept|reject RAW.jsonl --ids ... | --all-kept``,
+writes the same decisions (:func:`record_decisions`).
 Model output is untrusted: everything shown is HTML-escaped.
 """
 
@@ -62,6 +65,32 @@ def load_decisions(path: str | os.PathLike[str]) -> dict[Key, dict[str, Any]]:
 def rejected_keys(path: str | os.PathLike[str]) -> set[Key]:
     """Keys whose latest review decision is ``reject`` (empty when the file is absent)."""
     return {k for k, rec in load_decisions(path).items() if rec["decision"] == "reject"}
+
+
+def accepted_keys(path: str | os.PathLike[str]) -> set[Key]:
+    """Keys whose latest review decision is ``accept`` (empty when the file is absent)."""
+    return {k for k, rec in load_decisions(path).items() if rec["decision"] == "accept"}
+
+
+def select_examples(examples: Sequence[Example], ids: Sequence[str] = ()) -> list[Example]:
+    """The examples named by ``ids``: ``PROBE_ID`` (all its samples) or ``PROBE_ID:SAMPLE_IDX``;
+    raises ``ValueError`` naming every id that matches nothing."""
+    out, unknown = [], []
+    for ident in ids:
+        pid, _, idx = ident.rpartition(":") if ident.rpartition(":")[2].isdigit() else (ident, "", "")
+        hit = [e for e in examples if e.probe_id == pid and (not idx or e.sample_idx == int(idx))]
+        if not hit:
+            unknown.append(ident)
+        out.extend(e for e in hit if e not in out)
+    if unknown:
+        raise ValueError(f"no kept example matches {', '.join(unknown)}")
+    return out
+
+
+def record_decisions(path: str | os.PathLike[str], examples: Sequence[Example], decision: str, note: str = "",
+                     *, reviewer: str | None = None) -> list[dict[str, Any]]:
+    """Record one decision for each example (the non-interactive review path); returns the records."""
+    return [record_decision(path, e, decision, note, reviewer=reviewer) for e in examples]
 
 
 def record_decision(path: str | os.PathLike[str], example: Example, decision: str, note: str = "",
