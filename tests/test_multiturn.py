@@ -254,3 +254,39 @@ def test_training_refuses_multi_turn_data_without_mask_prompt(tmp_path: Path) ->
     cfg = PhaseConfig(phase=3, iters=1, mask_prompt=False)
     with pytest.raises(ValueError, match="mask_prompt"):
         train_phase(byte_model(), byte_tokenizer(), cfg, data, tmp_path / "out")
+
+
+@pytest.mark.e2e
+def test_gemma_phase3_row_on_the_embedded_model_requires_the_safety_review(tmp_path: Path) -> None:
+    """Notebook 10 with the gemma3-27b phase-3 row (v2 records, require_review), the model and volumes
+    made small: a conversation is distilled turn by turn; nothing is extracted before the review; after
+    `python -m lekutils review accept --all-kept` the rerun (no generation) writes one line per turn."""
+    from lekutils.__main__ import main
+    from lekutils.runner.execute import execute, install_kernelspec, kernelspec_installed
+    from lekutils.runner.profile import load_pipeline, resolve
+
+    if not kernelspec_installed():
+        install_kernelspec()
+    recs = json.loads(Path("data/prompts/phase3-adversarial-v2.json").read_text())
+    pick = [next(r for r in recs if not r.get("turns")), next(r for r in recs if r.get("turns"))]
+    prompts = tmp_path / "p3.json"
+    prompts.write_text(json.dumps(pick))
+    ex = next(e for e in load_pipeline("gemma3-27b") if e.name == "10_self_distill_phase3")
+    over = {"run_dir": str(tmp_path), "model": "embedded:smollm2-135m-instruct", "prompt_files": [str(prompts)],
+            "samples_per_prompt": 1, "max_tokens": 16, "allow_truncated": True, "keep_threshold": -100.0,
+            "batch_size": 4, "dedup": "all"}
+    ex = resolve([ex], "gemma3-27b", overrides=over, out_dir=tmp_path)[0]
+    assert ex.parameters["require_review"] is True
+    with pytest.raises(Exception, match="requires review"):
+        execute(ex, tmp_path, progress_bar=False)
+    phase = tmp_path / "distill" / "phase3"
+    assert not (phase / "train.jsonl").exists()
+    raw = [json.loads(x) for x in (phase / "raw.jsonl").read_text().splitlines()]
+    conv = next(r for r in raw if r.get("conversation"))
+    assert conv["n_turns"] == len(pick[1]["turns"]) and raw[-1]["conversations"] == 1
+    assert main(["review", "accept", str(phase / "raw.jsonl"), "--all-kept"]) == 0
+    execute(ex, tmp_path, progress_bar=False)
+    info = json.loads((phase / "extract.json").read_text())
+    assert info["train"] + info["valid"] == 2 and info["unreviewed"] == [] and info["conversations"] == 1
+    assert info["train_lines"] + info["valid_lines"] == 1 + len(pick[1]["turns"])
+    assert info["mlx_lm"]["train"] + info["mlx_lm"]["valid"] == 1 + len(pick[1]["turns"])
