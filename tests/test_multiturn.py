@@ -290,3 +290,13 @@ def test_gemma_phase3_row_on_the_embedded_model_requires_the_safety_review(tmp_p
     assert info["train"] + info["valid"] == 2 and info["unreviewed"] == [] and info["conversations"] == 1
     assert info["train_lines"] + info["valid_lines"] == 1 + len(pick[1]["turns"])
     assert info["mlx_lm"]["train"] + info["mlx_lm"]["valid"] == 1 + len(pick[1]["turns"])
+
+
+def test_review_panel_shows_every_turn_escaped() -> None:
+    from lekutils.report.review import render_example_html
+    from lekutils.tasks.extract import Example
+
+    conv = ({"role": "user", "content": "first <b>"}, {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "then"}, {"role": "assistant", "content": "final"})
+    html = render_example_html(Example("C1", 0, "x", "first <b>", "final", 1.0, "C1", {}, conv))
+    assert all(t in html for t in ("first &lt;b&gt;", "a1", "then", "final")) and "<b>User</b>" in html

@@ -109,7 +109,8 @@ def record_decision(path: str | os.PathLike[str], example: Example, decision: st
 
 
 def render_example_html(example: Example, position: str = "", decision: Mapping[str, Any] | None = None) -> str:
-    """HTML for one example; prompt, response, ids and signals are escaped (shown as text)."""
+    """HTML for one example (a conversation: all its turns); prompt, response, ids and signals are
+    escaped (shown as text)."""
     esc = html.escape
     signals = example.meta.get("signals") or {}
     sig_rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>" for k, v in signals.items())
@@ -118,11 +119,16 @@ def render_example_html(example: Example, position: str = "", decision: Mapping[
         status = (f"<p><b>current decision:</b> {esc(str(decision.get('decision')))}"
                   f"{' - ' + esc(str(decision.get('note'))) if decision.get('note') else ''}</p>")
     pre = "white-space:pre-wrap;max-height:22em;overflow:auto;border:1px solid #ccc;padding:6px"
+    if example.conversation:  # a multi-turn example: every turn (the final answer was scored)
+        body = "".join(f"<p><b>{esc(str(m.get('role', '')).capitalize())}</b></p>"
+                       f"<pre style='{pre}'>{esc(str(m.get('content', '')))}</pre>" for m in example.conversation)
+    else:
+        body = (f"<p><b>Prompt</b></p><pre style='{pre}'>{esc(example.prompt)}</pre>"
+                f"<p><b>Response</b></p><pre style='{pre}'>{esc(example.response)}</pre>")
     return (
         f"<div><p><b>{esc(position)}</b> {esc(example.probe_id)} #{example.sample_idx} "
         f"&middot; category {esc(example.category)} &middot; <b>score {example.lek_score:.2f}</b></p>{status}"
-        f"<p><b>Prompt</b></p><pre style='{pre}'>{esc(example.prompt)}</pre>"
-        f"<p><b>Response</b></p><pre style='{pre}'>{esc(example.response)}</pre>"
+        f"{body}"
         f"<details><summary>signals</summary><table>{sig_rows}</table></details></div>"
     )
 
