@@ -141,9 +141,8 @@ def test_demo_study_never_trains_on_its_evaluation_probes() -> None:
     checked against the probes the gates evaluate on, by id and near-duplicate text."""
     from lekutils.data.diversity import refuse_heldout_overlap
     from lekutils.data.probes import load_probes
-    from lekutils.tasks.distill import with_rephrasings
-
     from lekutils.runner.params import notebook_parameters
+    from lekutils.tasks.distill import with_rephrasings
 
     def params(e):  # the notebook's defaults under the resolved values
         return {**{k: s.default for k, s in notebook_parameters(e.notebook).items()}, **e.parameters}

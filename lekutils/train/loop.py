@@ -195,10 +195,14 @@ def train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: st
 
     ``model`` is the base model (no LoRA layers yet); ``data_dir`` holds ``train.jsonl`` and
     ``valid.jsonl`` (mlx-lm chat format). ``previous_adapter`` is phase K-1's adapter directory.
-    A finished phase with the same config, data and previous adapter is not retrained.
+    A finished phase with the same config, data and previous adapter is not retrained. Data with
+    multi-turn conversations (one example per assistant turn) needs ``cfg.mask_prompt``.
     ``progress(step, iters, row)`` is called after every step.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    from lekutils.tasks.extract import check_mask_prompt
+
+    check_mask_prompt(data_dir, cfg.mask_prompt)  # multi-turn expansions train only with mask_prompt
     train_recs = load_chat_jsonl(data_dir / "train.jsonl")
     valid_recs = load_chat_jsonl(data_dir / "valid.jsonl") if (data_dir / "valid.jsonl").exists() else []
     if len(train_recs) < cfg.batch_size:
