@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lekutils.core import lock
 from lekutils.core.jsonl import atomic_write_jsonl
 from lekutils.data.kernels import BASELINE, Condition, kernel_hashes
 from lekutils.data.probes import Probe, probes_hash
@@ -125,41 +126,42 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
         mdl, tok = models.load(model, adapter_path=None if adapter_path is None else str(adapter_path))
         return Engine(mdl, tok, batch_size=batch_size, model_spec=model)
 
-    run = run_task(items, spec, work_path(out_path), generator=engine or load_engine, stale=stale,
-                   chunk_size=chunk_size, progress=progress)
-    done = {(r["id"], r["condition"]): r for r in run.records}
-    first = run.records[0]
-    scorer_name, scorer_version = first["scorer"], first["scorer_version"]
-    sampler_d = sampler.to_dict()
-    lines = []
-    for p in probes:
-        conds = {}
-        for c in conditions:
-            r = done[(p.id, c.name)]
-            conds[c.name] = {k: v for k, v in r.items() if k not in ("id", "condition", "key", "sample_idx",
-                                                                     "content_key", "ts")}
-            conds[c.name]["condition"] = c.name
-        lines.append({"type": "probe", "id": p.id, "category": p.category, "prompt": p.prompt,
-                      "conditions": conds, "scorer": scorer_name, "scorer_version": scorer_version,
-                      "model": model, "model_sha256": fingerprint.get("sha256"), "adapter": adapter,
-                      "sampler": sampler_d, "seed": sampler_d.get("seed"),
-                      "probe_set": probe_set, "source_probe": p.source_probe, "rephrase_type": p.rephrase_type,
-                      "ts": max(done[(p.id, c.name)]["ts"] for c in conditions)})
-    summary = ab_summary(lines, names)
-    duration = sum(float(r.get("wall_s", 0.0)) for r in run.records)
-    summary.update({
-        "model": model, "model_fingerprint": fingerprint, "adapter": adapter, "probe_set": probe_set,
-        "scorer": scorer_name, "scorer_version": scorer_version,
-        "sampler": sampler_d, "seed": sampler_d.get("seed"), "max_tokens": sampler_d.get("max_tokens"),
-        "duration": f"{round(duration)}s", "duration_s": round(duration, 2),
-        "probes_hash": probes_hash(probes), "kernels": kernel_hashes(conditions),
-        "kernel_paths": {c.name: c.path for c in conditions if c.path},
-        "prompt_formats": sorted({r["prompt_format"] for r in run.records if r.get("prompt_format")}),
-        "cut_off": sum(r.get("finish_reason") == "length" for r in run.records),
-        "generated_this_run": run.generated, "resumed": run.resumed, "rescored": run.rescored,
-        "stale_replaced": run.stale, "session_s": run.session_s, "engine_stats": run.engine_stats,
-        "ts": _now()})
-    atomic_write_jsonl(out_path, [*lines, summary])
+    with lock.hold(work_path(out_path), folder=False, wait=True):  # the task and the output file
+        run = run_task(items, spec, work_path(out_path), generator=engine or load_engine, stale=stale,
+                       chunk_size=chunk_size, progress=progress)
+        done = {(r["id"], r["condition"]): r for r in run.records}
+        first = run.records[0]
+        scorer_name, scorer_version = first["scorer"], first["scorer_version"]
+        sampler_d = sampler.to_dict()
+        lines = []
+        for p in probes:
+            conds = {}
+            for c in conditions:
+                r = done[(p.id, c.name)]
+                conds[c.name] = {k: v for k, v in r.items() if k not in ("id", "condition", "key", "sample_idx",
+                                                                         "content_key", "ts")}
+                conds[c.name]["condition"] = c.name
+            lines.append({"type": "probe", "id": p.id, "category": p.category, "prompt": p.prompt,
+                          "conditions": conds, "scorer": scorer_name, "scorer_version": scorer_version,
+                          "model": model, "model_sha256": fingerprint.get("sha256"), "adapter": adapter,
+                          "sampler": sampler_d, "seed": sampler_d.get("seed"),
+                          "probe_set": probe_set, "source_probe": p.source_probe, "rephrase_type": p.rephrase_type,
+                          "ts": max(done[(p.id, c.name)]["ts"] for c in conditions)})
+        summary = ab_summary(lines, names)
+        duration = sum(float(r.get("wall_s", 0.0)) for r in run.records)
+        summary.update({
+            "model": model, "model_fingerprint": fingerprint, "adapter": adapter, "probe_set": probe_set,
+            "scorer": scorer_name, "scorer_version": scorer_version,
+            "sampler": sampler_d, "seed": sampler_d.get("seed"), "max_tokens": sampler_d.get("max_tokens"),
+            "duration": f"{round(duration)}s", "duration_s": round(duration, 2),
+            "probes_hash": probes_hash(probes), "kernels": kernel_hashes(conditions),
+            "kernel_paths": {c.name: c.path for c in conditions if c.path},
+            "prompt_formats": sorted({r["prompt_format"] for r in run.records if r.get("prompt_format")}),
+            "cut_off": sum(r.get("finish_reason") == "length" for r in run.records),
+            "generated_this_run": run.generated, "resumed": run.resumed, "rescored": run.rescored,
+            "stale_replaced": run.stale, "session_s": run.session_s, "engine_stats": run.engine_stats,
+            "ts": _now()})
+        atomic_write_jsonl(out_path, [*lines, summary])
     return summary
 
 

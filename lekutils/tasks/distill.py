@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lekutils.core import lock
 from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl, read_jsonl
 from lekutils.scoring.rules import structural_score
 
@@ -237,19 +238,20 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
         model, tokenizer = load(settings.model, adapter_path=settings.adapter)
         return Engine(model, tokenizer, batch_size=settings.batch_size, model_spec=settings.model)
 
-    run = run_task(items, spec, work_path(raw_path), generator=engine or load_engine, stale=stale,
-                   chunk_size=settings.chunk_size, progress=progress)
-    records = [_keep(r, settings) for r in run.records]
-    scorer_version = str(get_scorer(settings.scorer).version)
-    config = {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
-              "probes": len(probes), "probes_hash": probes_hash(probes)}
-    summary = distill_summary(records, settings, probes=len(probes), scorer_version=scorer_version,
-                              wall_s=time.perf_counter() - t0)
-    old = read_summary(raw_path)
-    if old is not None and run.generated == 0 and _same(old, summary):
-        summary = old  # nothing changed: keep the file (and its timestamps) as it is
-    else:
-        atomic_write_jsonl(raw_path, [config, *records, summary])
+    with lock.hold(work_path(raw_path), folder=False, wait=True):  # the task and the output file
+        run = run_task(items, spec, work_path(raw_path), generator=engine or load_engine, stale=stale,
+                       chunk_size=settings.chunk_size, progress=progress)
+        records = [_keep(r, settings) for r in run.records]
+        scorer_version = str(get_scorer(settings.scorer).version)
+        config = {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
+                  "probes": len(probes), "probes_hash": probes_hash(probes)}
+        summary = distill_summary(records, settings, probes=len(probes), scorer_version=scorer_version,
+                                  wall_s=time.perf_counter() - t0)
+        old = read_summary(raw_path)
+        if old is not None and run.generated == 0 and _same(old, summary):
+            summary = old  # nothing changed: keep the file (and its timestamps) as it is
+        else:
+            atomic_write_jsonl(raw_path, [config, *records, summary])
     if raise_if_empty and not summary["total_kept"]:
         raise NothingKeptError(
             f"phase {settings.phase}: none of {summary['total_generated']} generations passed the keep rule "
