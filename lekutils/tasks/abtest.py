@@ -112,6 +112,10 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
         raise ValueError(f"conditions must be non-empty with distinct names: {names}")
     if len({p.id for p in probes}) != len(probes):
         raise ValueError("probe ids must be unique")
+    if adapter_path is not None:  # before anything runs: a bad adapter fails now, naming its file
+        from lekutils.tasks.validate import check_adapter
+
+        check_adapter(adapter_path, model)
     out_path = Path(out_path)
     fingerprint = model_reference(model, engine)
     adapter = adapter_info(adapter_path)

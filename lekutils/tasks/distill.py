@@ -222,6 +222,10 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
         raise ValueError("distill needs at least one probe")
     if len({p.id for p in probes}) != len(probes):
         raise ValueError("probe ids must be unique")
+    if settings.adapter is not None:  # before anything runs: a bad adapter fails now, naming its file
+        from lekutils.tasks.validate import check_adapter
+
+        check_adapter(settings.adapter, settings.model)
     t0 = time.perf_counter()
     system, kernel_meta = _kernel(settings)
     spec = TaskSpec(model_reference(settings.model, engine), adapter_info(settings.adapter), settings.sampler(),
