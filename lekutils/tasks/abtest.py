@@ -91,13 +91,14 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
            adapter_path: PathLike | None = None, sampler: SamplerSettings | None = None,
            scorer: str = "v2", batch_size: int = 16, engine: Any = None,
            progress: Callable[[int], None] | None = None, chunk_size: int | None = None,
-           probe_set: str | None = None, stale: str = "replace") -> dict[str, Any]:
+           probe_set: str | None = None, stale: str = "replace", store_every: int = 4) -> dict[str, Any]:
     """Run (or resume) an A/B test and write ``out_path``; return its summary line.
 
     ``model`` is a model spec (see ``lekutils.engine.models.load``); ``engine`` an already built
     generator for that model (else the local engine is loaded, only if work is missing). Greedy
     decoding by default (``SamplerSettings()``), as upstream. ``probe_set`` names the set in the
-    records (for reports); ``chunk_size`` is passed to the task loop. Work-file records made with
+    records (for reports); ``chunk_size`` and ``store_every`` (finished results are stored in groups
+    of at most this many, so a kill loses at most that many) are passed to the task loop. Work-file records made with
     other settings are regenerated (``stale="replace"``) or refused (``"error"``): see
     :mod:`lekutils.tasks.loop`.
     """
@@ -132,7 +133,7 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
 
     with lock.hold(work_path(out_path), folder=False, wait=True):  # the task and the output file
         run = run_task(items, spec, work_path(out_path), generator=engine or load_engine, stale=stale,
-                       chunk_size=chunk_size, progress=progress)
+                       chunk_size=chunk_size, progress=progress, store_every=store_every)
         done = {(r["id"], r["condition"]): r for r in run.records}
         first = run.records[0]
         scorer_name, scorer_version = first["scorer"], first["scorer_version"]

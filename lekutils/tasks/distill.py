@@ -75,6 +75,7 @@ class DistillSettings:
     scorer: str = "v2"
     batch_size: int = 16
     chunk_size: int | None = None
+    store_every: int = 4
 
     def __post_init__(self) -> None:
         problems = []
@@ -88,6 +89,8 @@ class DistillSettings:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:
             problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if self.store_every < 1:
+            problems.append(f"store_every must be >= 1, got {self.store_every}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -244,7 +247,7 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
 
     with lock.hold(work_path(raw_path), folder=False, wait=True):  # the task and the output file
         run = run_task(items, spec, work_path(raw_path), generator=engine or load_engine, stale=stale,
-                       chunk_size=settings.chunk_size, progress=progress)
+                       chunk_size=settings.chunk_size, progress=progress, store_every=settings.store_every)
         records = [_keep(r, settings) for r in run.records]
         scorer_version = str(get_scorer(settings.scorer).version)
         config = {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
