@@ -179,6 +179,20 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def sweep_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files a killed atomic write of ``path`` left beside it
+    (``.<name>.*.tmp``); call it only while holding the file's lock. Returns what was removed."""
+    path = Path(path)
+    gone = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else []:
+        try:
+            tmp.unlink()
+            gone.append(tmp)
+        except OSError:
+            pass
+    return gone
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lekutils.core import lock
-from lekutils.core.jsonl import atomic_write_jsonl
+from lekutils.core.jsonl import atomic_write_jsonl, sweep_temp_files
 from lekutils.data.kernels import BASELINE, Condition, kernel_hashes
 from lekutils.data.probes import Probe, probes_hash
 from lekutils.data.records import read_ab_file
@@ -132,6 +132,7 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
         return Engine(mdl, tok, batch_size=batch_size, model_spec=model)
 
     with lock.hold(work_path(out_path), folder=False, wait=True):  # the task and the output file
+        sweep_temp_files(out_path)  # a killed run's half-written output
         run = run_task(items, spec, work_path(out_path), generator=engine or load_engine, stale=stale,
                        chunk_size=chunk_size, progress=progress, store_every=store_every)
         done = {(r["id"], r["condition"]): r for r in run.records}

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lekutils.core import lock
-from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl, read_jsonl
+from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl, read_jsonl, sweep_temp_files
 from lekutils.scoring.rules import structural_score
 
 log = logging.getLogger(__name__)
@@ -246,6 +246,7 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
         return Engine(model, tokenizer, batch_size=settings.batch_size, model_spec=settings.model)
 
     with lock.hold(work_path(raw_path), folder=False, wait=True):  # the task and the output file
+        sweep_temp_files(raw_path)  # a killed run's half-written output
         run = run_task(items, spec, work_path(raw_path), generator=engine or load_engine, stale=stale,
                        chunk_size=settings.chunk_size, progress=progress, store_every=settings.store_every)
         records = [_keep(r, settings) for r in run.records]

@@ -29,7 +29,7 @@ from typing import Any
 from lekutils.core import lock
 from lekutils.core.errors import DataError, Problem
 from lekutils.core.hashing import sha256_bytes, sha256_file, sha256_json, tagged
-from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl
+from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl, sweep_temp_files
 from lekutils.engine.base import (
     STORE_EVERY,
     GenerationRequest,
@@ -215,6 +215,8 @@ def _run_locked(items: Sequence[TaskItem], spec: TaskSpec, work_path: Path, scor
                 expected: Mapping[tuple[str, int], str], generator: Any, stale: str, chunk_size: int | None,
                 progress: Callable[[int], None] | None, t0: float, store_every: int) -> TaskRun:
     by_key = {it.key: it for it in items}
+    for tmp in sweep_temp_files(work_path):
+        log.warning("%s: removed %s left by an interrupted write", work_path, tmp.name)
     store, rescored, n_stale = _open(work_path, expected, scorer, stale)
     missing = [k for k in expected if k not in store]
     generated, stats = 0, {}
