@@ -148,7 +148,8 @@ def test_kill9_at_random_point_then_rerun(tmp_path: Path, reference: dict, kind:
             finished.add(tuple(json.loads(line[4:])))
     time.sleep(rng.uniform(0, 0.05))
     os.kill(proc.pid, signal.SIGKILL)
-    rest = proc.communicate(timeout=60)[0]
+    rest = proc.stdout.read()  # (not communicate(): it would skip what readline() has buffered)
+    proc.wait(timeout=60)
     finished |= {tuple(json.loads(ln[4:])) for ln in rest.splitlines() if ln.startswith("FIN ")}
     stored = set(JsonlStore(part, _key).keys) if part.exists() else set()  # (cuts a torn tail)
     lost = len(finished - stored)
