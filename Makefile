@@ -29,7 +29,7 @@ lab: setup
 	$(PY) -m jupyter lab --notebook-dir=notebooks
 
 lint: setup
-	$(PY) -m ruff check lekutils tests tools
+	$(PY) -m ruff check lekutils tests
 
 strip: setup
 	$(PY) -c "import sys, glob; from lekutils.runner.hygiene import strip_notebook; [print('stripped', p) for p in sorted(glob.glob('notebooks/*.ipynb')) if strip_notebook(p)]"

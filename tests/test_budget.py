@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
+from lekutils.engine.models.tiny import byte_model
 from lekutils.train.budget import (
     CURRICULUM_MEMORY_GB,
     GEMMA3_27B,
     PhasePlan,
+    architecture_config,
     budget_table,
     lora_parameter_count,
     memory_budget,
     parameter_count,
     time_budget,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_helpers import make_model, model_args  # noqa: E402
 
 
 def test_gemma3_27b_budget_matches_curriculum_scale() -> None:
@@ -37,11 +33,14 @@ def test_gemma3_27b_budget_matches_curriculum_scale() -> None:
 
 
 def test_lora_count_matches_mlx_lm_layers() -> None:
-    from lekutils.train.phase import apply_lora, count_params
+    from lekutils.train.adapters import apply_lora, count_params
 
-    model = apply_lora(make_model(layers=2, hidden=32), 2, {"rank": 4, "scale": 8.0, "dropout": 0.0})
-    assert lora_parameter_count(model_args(2, 32), rank=4, num_layers=2) == count_params(model)[0]
-    assert lora_parameter_count(model_args(2, 32), rank=4, num_layers=5) == count_params(model)[0]  # capped
+    model = byte_model(layers=2, hidden=32)
+    arch = architecture_config(model)
+    assert arch["hidden_size"] == 32 and arch["num_hidden_layers"] == 2
+    model = apply_lora(model, 2, {"rank": 4, "scale": 8.0, "dropout": 0.0})
+    assert lora_parameter_count(arch, rank=4, num_layers=2) == count_params(model)[0]
+    assert lora_parameter_count(arch, rank=4, num_layers=5) == count_params(model)[0]  # capped
 
 
 def test_time_budget_hours() -> None:

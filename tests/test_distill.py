@@ -52,18 +52,11 @@ def tiny_tokenizer():
 
 def tiny_engine(batch_size: int = 4, seed: int = 0):
     """A 2-layer random llama (weights fixed by ``seed``) in the generation engine."""
-    import mlx.core as mx
-    from mlx_lm.models import llama
-
     from lekutils.engine.local import Engine
+    from lekutils.engine.models.tiny import tiny_model
 
     tok = tiny_tokenizer()
-    args = llama.ModelArgs(model_type="llama", hidden_size=32, num_hidden_layers=2, intermediate_size=64,
-                           num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
-                           vocab_size=len(tok._tokenizer.get_vocab()), tie_word_embeddings=True)
-    mx.random.seed(seed)
-    model = llama.Model(args)
-    mx.eval(model.parameters())
+    model = tiny_model("llama", vocab_size=len(tok._tokenizer.get_vocab()), seed=seed, hidden=32)
     return Engine(model, tok, batch_size=batch_size, model_spec="tiny-random")
 
 
@@ -252,3 +245,26 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path, repo_r
     for k in ("total_generated", "total_kept", "keep_rate", "avg_kept_score", "best_score"):
         assert sa[k] == sb[k]
     assert len(open_store(killed)) == 26
+
+
+def test_trim_to_boundary_and_truncated_answers_excluded_or_trimmed() -> None:
+    from lekutils.scoring import score
+    from lekutils.tasks.distill import _keep, distill_summary, trim_to_boundary
+
+    text = "First paragraph about consent and care.\n\nSecond one, with more detail. And then it was cut of"
+    assert trim_to_boundary(text) == "First paragraph about consent and care.\n\nSecond one, with more detail."
+    assert trim_to_boundary("One long sentence that never ends and goes on and on without a stop at all") is None
+    assert trim_to_boundary("Short. " + "x" * 100) is None  # too little would remain
+    h = score(text)
+    rec = {"key": "P1", "sample_idx": 0, "content_key": "k", "response": text, "heuristic": h,
+           "lek_score": h["lek_score"], "scorer": "v2", "finish_reason": "length", "sample_seed": 1,
+           "prompt": "Q?", "prompt_id": "P1", "category": "c", "chars": len(text), "time_s": 0.1,
+           "ts": "t", "source_probe": None, "rephrase_type": None}
+    excluded = _keep(rec, settings(keep_threshold=-100.0, allow_truncated=False))
+    assert not excluded["kept"] and excluded["truncated"]
+    trimmed = _keep(rec, settings(keep_threshold=-100.0, allow_truncated=False, trim_truncated=True))
+    target = trimmed["training"]["messages"][1]["content"]
+    assert trimmed["kept"] and trimmed["trimmed"] and target.endswith("more detail.")
+    assert trimmed["lek_score"] == score(target)["lek_score"] and trimmed["meta"]["trimmed"]
+    s = distill_summary([excluded, trimmed], settings(keep_threshold=-100.0), probes=1, scorer_version="2", wall_s=0)
+    assert (s["cut_off"], s["excluded_truncated"], s["trimmed"], s["kept_trimmed"]) == (2, 1, 1, 1)

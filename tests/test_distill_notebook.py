@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,26 +10,50 @@ import pytest
 
 from lekutils.core.paths import NOTEBOOKS_DIR, PARAMS_DIR
 from lekutils.runner.execute import execute, install_kernelspec, kernelspec_installed
-from lekutils.runner.profile import Execution, resolve
+from lekutils.runner.params import notebook_parameters
+from lekutils.runner.profile import Execution, load_pipeline, resolve
 
 NOTEBOOK = NOTEBOOKS_DIR / "10_self_distill.ipynb"
 
 
 def _execution(profile: str, phase: int, out_dir: Path | None = None, **overrides) -> Execution:
-    ex = Execution(f"10_self_distill_phase{phase}", NOTEBOOK,
-                          PARAMS_DIR / profile / f"10_self_distill_phase{phase}.yaml")
+    ex = next(e for e in load_pipeline(profile) if e.name == f"10_self_distill_phase{phase}")
     return resolve([ex], profile, overrides=overrides or None, out_dir=out_dir)[0]
+
+
+def _defaults() -> dict:
+    return {k: s.default for k, s in notebook_parameters(NOTEBOOK).items()}
+
+
+#: DistillSettings field -> notebook parameter, where the names differ
+NAMES = {"samples": "samples_per_prompt"}
+
+
+def test_parameter_defaults_are_distill_settings() -> None:
+    """The parameters cell repeats DistillSettings' defaults (the single source): they must agree."""
+    from lekutils.tasks.distill import DistillSettings
+
+    params = _defaults()
+    for f in dataclasses.fields(DistillSettings):
+        name = NAMES.get(f.name, f.name)
+        if f.default is dataclasses.MISSING or name not in params or f.name in ("adapter", "kernel"):
+            continue  # phase (required); adapter/kernel: paths, "" in the notebook; chunk_size: not a parameter
+        assert params[name] == f.default, (
+            f"notebooks/10_self_distill.ipynb: {name} = {params[name]!r} but DistillSettings.{f.name} = "
+            f"{f.default!r}; change the parameters cell to DistillSettings' default")
 
 
 @pytest.mark.parametrize("profile", ["smoke", "gemma3-27b"])
 def test_phase_parameter_files_validate(profile: str) -> None:
     expect = {"smoke": None, "gemma3-27b": {0: 10.0, 1: 24.0, 2: 22.0, 3: 20.0, 4: 25.0}}[profile]
     for k in range(5):
-        p = _execution(profile, k).parameters
+        p = {**_defaults(), **_execution(profile, k).parameters}
         assert p["phase"] == k and (p["kernel"] == "") == (k == 0) and (p["keep_on"] == "structural") == (k == 0)
         assert p["temperature"] == (0.9 if k == 0 else 0.8) and p["rephrasings"] == (k == 1)
         if expect:
-            assert p["keep_threshold"] == expect[k] and p["samples_per_prompt"] == 8
+            assert p["keep_threshold"] == expect[k] and p["samples_per_prompt"] == 8 and p["max_tokens"] == 4096
+        else:
+            assert p["samples_per_prompt"] == 2 and p["max_tokens"] == 64
         for f in p["prompt_files"]:
             assert Path(f).exists() or (PARAMS_DIR.parent / f).exists()
 

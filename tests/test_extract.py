@@ -181,8 +181,10 @@ def test_bad_training_lines_name_line_and_field(tmp_path: Path) -> None:
     msg = str(e.value)
     assert "line 2" in msg and "training.messages" in msg and "meta.lek_score" in msg
     raw.write_text(json.dumps(good) + "\n")
-    with pytest.raises(ValueError, match="no training examples left"):
+    with pytest.raises(ValueError, match="0 training example"):
         extract(raw, tmp_path / "o", rejected=[("A", 0)])
+    with pytest.raises(ValueError, match="1 training example.*at least 2 are needed"):
+        extract(raw, tmp_path / "o")  # one example cannot give a validation set
 
 
 def test_reads_upstream_self_distill_output(tmp_path: Path) -> None:

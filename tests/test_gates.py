@@ -98,3 +98,22 @@ def test_failing_gate_stops_a_subprocess_with_its_message(tmp_path: Path) -> Non
         "average", "degeneration"}
     ok = subprocess.run(cmd + ["--allow-failure"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "FAIL" in ok.stdout
+
+
+def test_ci_vs_base_fails_only_a_significant_drop_beyond_the_margin() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base_scores = rng.normal(5.0, 6.0, size=40)
+    base = gate_values([_rec(f"P{i}", s, s) for i, s in enumerate(base_scores)], [])
+    noisy = gate_values([_rec(f"P{i}", s + rng.normal(-0.3, 3.0), s) for i, s in enumerate(base_scores)], [])
+    collapsed = gate_values([_rec(f"P{i}", s - 11.8 + rng.normal(0, 3.0), s) for i, s in enumerate(base_scores)], [])
+    spec = {"average": {"ci_vs_base": -1.0}}
+    ok = apply_gates(noisy, spec, base)[0]
+    assert ok.passed and ok.value > -1.0 and ok.level == -1.0 and ok.base_value == pytest.approx(base["average"])
+    bad = apply_gates(collapsed, spec, base)[0]  # the smoke collapse: -11.8 on average
+    assert not bad.passed and bad.value < -9.0
+    few = gate_values([_rec("P1", 1.0, 1.0), _rec("P2", 3.0, 3.0)], [])  # n < 10: no CI, the mean change
+    assert apply_gates(few, spec, gate_values([_rec("P1", 2.0, 2.0), _rec("P2", 2.0, 2.0)], []))[0].value == 0.0
+    with pytest.raises(DataError, match="average"):
+        apply_gates(noisy, {"worst": {"ci_vs_base": -1.0}}, base)

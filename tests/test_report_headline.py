@@ -71,6 +71,12 @@ def test_gain_by_signal_flags_a_dominant_signal_degeneration_and_creative_regres
     assert any("axiom_resonance" in f and "100%" in f for f in flags)
     degen = H.hacking_flags(frame(degenerate_final=3), BASE)
     assert any("degeneration rose: 3" in f for f in degen)
+    # fewer repetition loops carrying the whole gain is not reward hacking: a penalty is never "dominant"
+    cured = frame(lift={"engagement_depth": 0})
+    cured.loc[(cured["model"] == BASE) & (cured["probe_id"] < "P10"), ["degeneration", "score"]] = [1, -20.0]
+    gain = H.gain_by_signal(cured, BASE)
+    assert gain.set_index("signal").loc["degeneration", "share_of_gain"] > 0.5
+    assert not gain["dominant"].any() and not any("carries" in f for f in H.hacking_flags(cured, BASE))
     df = frame()
     watch = (df["model"] == f"{BASE}+phase4") & (df["probe_id"] == "P01") & (df["condition"] == "baseline")
     df.loc[watch, "score"] = -50.0
@@ -85,3 +91,16 @@ def test_headline_figure_draws_both_panels(tmp_path) -> None:
     small = headline_figure(H.stage_table(frame(5), BASE, n_boot=200))  # no CIs: hollow markers only
     small.savefig("/tmp/figs/headline_small.png")
     fig.savefig("/tmp/figs/headline.png", dpi=150)
+
+
+def test_study_report_uses_our_runs_only_and_writes_tables_and_figure(tmp_path) -> None:
+    ours = frame().assign(origin="ours", probe_set="eval")
+    other = frame().assign(origin="upstream", probe_set="eval", score=-99.0)  # never mixed in
+    df = pd.concat([ours, other], ignore_index=True)
+    h = H.study_report(df, BASE, probe_set="eval", n_boot=200, run_dir=str(tmp_path), figure_dirs=[tmp_path / "f"])
+    assert h["passed"] and h["effect"]["base_mean"] > 0
+    for name in ("headline_stages", "headline_effect", "headline_internalisation", "headline_gain_by_signal"):
+        assert (tmp_path / "tables" / f"{name}.csv").exists()
+    assert (tmp_path / "figures" / "headline.png").exists() and (tmp_path / "f" / "headline.pdf").exists()
+    with pytest.raises(ValueError, match="no results"):
+        H.study_report(df, "Other", n_boot=100)

@@ -138,3 +138,16 @@ def test_tables_on_synthetic_data(tmp_path: Path) -> None:
     back = pd.read_csv(paths["summary"])
     assert {"model", "condition", "n", "mean", "ci_low", "ci_high", "stored_v1_mean"} <= set(back.columns)
     assert not list((tmp_path / "tables").glob(".*tmp"))  # atomic writes leave no temp files
+
+
+def test_failed_gates_say_by_how_much() -> None:
+    import pandas as pd
+
+    gates = pd.DataFrame([
+        {"phase": 1, "gate": "average", "value": -2.5, "op": ">=", "level": -1.0, "passed": False},
+        {"phase": 1, "gate": "degeneration", "value": 5.0, "op": "<=", "level": 3.0, "passed": False},
+        {"phase": 2, "gate": "average", "value": 0.3, "op": ">=", "level": -1.0, "passed": True},
+    ])
+    out = T.failed_gates(gates)
+    assert list(out["gate"]) == ["average", "degeneration"] and list(out["shortfall"]) == [1.5, 2.0]
+    assert T.failed_gates(gates.iloc[0:0]).empty

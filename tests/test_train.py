@@ -15,18 +15,12 @@ import pytest
 
 from lekutils.core.errors import DataError
 from lekutils.core.jsonl import read_jsonl
-from lekutils.train.phase import (
-    ADAPTER_FILE,
-    AdapterError,
-    PhaseConfig,
-    load_adapter,
-    load_chat_jsonl,
-    train_phase,
-)
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from test_train_helpers import make_model, make_tokenizer, save_model_dir, write_chat_data  # noqa: E402
+from lekutils.engine.models.tiny import byte_model as make_model
+from lekutils.engine.models.tiny import byte_tokenizer as make_tokenizer
+from lekutils.engine.models.tiny import save_model_dir, write_chat_data
+from lekutils.train.adapters import ADAPTER_FILE, AdapterError, load_adapter
+from lekutils.train.config import PhaseConfig
+from lekutils.train.loop import load_chat_jsonl, train_phase
 
 TINY = {"iters": 12, "learning_rate": 1.0e-3, "rank": 4, "dropout": 0.1, "scale": 8.0, "num_layers": 2,
         "batch_size": 2, "grad_accumulation": 2, "grad_checkpoint": False, "max_seq_length": 96,
@@ -35,10 +29,10 @@ TINY = {"iters": 12, "learning_rate": 1.0e-3, "rank": 4, "dropout": 0.1, "scale"
 
 SCRIPT = r"""
 import json, os, signal, sys
-sys.path.insert(0, {tests!r})
 from pathlib import Path
-from test_train_helpers import make_model, make_tokenizer
-from lekutils.train.phase import PhaseConfig, train_phase
+from lekutils.engine.models.tiny import byte_model as make_model, byte_tokenizer as make_tokenizer
+from lekutils.train.config import PhaseConfig
+from lekutils.train.loop import train_phase
 kill_at = int(sys.argv[3])
 def progress(step, iters, row):
     if step == kill_at:
@@ -51,7 +45,7 @@ print(json.dumps({{"steps": r.steps, "resumed_from": r.resumed_from}}))
 
 def _run(tmp: Path, data: Path, out: Path, kill_at: int, cfg: dict) -> subprocess.CompletedProcess:
     script = tmp / "train_script.py"
-    script.write_text(SCRIPT.format(tests=str(HERE)))
+    script.write_text(SCRIPT.format())
     return subprocess.run([sys.executable, str(script), str(data), str(out), str(kill_at), json.dumps(cfg)],
                           capture_output=True, text=True, timeout=300)
 
@@ -189,9 +183,20 @@ def test_subprocess_corrupt_adapter_exits_with_message(tmp_path: Path) -> None:
     (a / "adapter_config.json").write_text(json.dumps({"num_layers": 2, "lora_parameters":
                                                        {"rank": 4, "scale": 8.0, "dropout": 0.0}}))
     (a / ADAPTER_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"x\": broken")
-    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); from test_train_helpers import make_model; "
-            f"from lekutils.train.phase import load_adapter; load_adapter(make_model(), {str(a)!r})")
+    code = ("from lekutils.engine.models.tiny import byte_model; from lekutils.train.adapters import load_adapter; "
+            f"load_adapter(byte_model(), {str(a)!r})")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ})
     assert p.returncode == 1
     assert "AdapterError" in p.stderr and str(a / ADAPTER_FILE) in p.stderr and "corrupt" in p.stderr
+
+
+def test_tiny_model_dir_roundtrip(tmp_path: Path) -> None:
+    """The tiny model folder loads through stock mlx_lm.load and its chat template tokenizes."""
+    from mlx_lm import load
+
+    save_model_dir(tmp_path / "m")
+    model, tok = load(str(tmp_path / "m"))
+    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    assert tok.decode(ids) == "<|user|>hi<|end|><|assistant|>"
+    assert model(mx.array([ids])).shape == (1, len(ids), 262)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_helpers import save_model_dir  # noqa: E402
-
-from lekutils.bench.train import _ANSI, _LINE, bench  # noqa: E402
+from lekutils.bench.train import _ANSI, _LINE, bench
+from lekutils.engine.models.tiny import save_model_dir
 
 
 def test_cli_report_line_parses() -> None:

@@ -1,4 +1,4 @@
-"""Training throughput: ``lekutils.train.phase`` against the ``mlx_lm lora`` command line, same config and data.
+"""Training throughput: ``lekutils.train.loop`` against the ``mlx_lm lora`` command line, same config and data.
 
 ``python -m lekutils bench train [--model SPEC_OR_DIR] [--iters 40] [--repeats 2] [--out result.json]``
 
@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lekutils.train.phase import PhaseConfig, mlx_model_dir
+from lekutils.engine.models import mlx_model_dir
+from lekutils.train.config import PhaseConfig
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _LINE = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+\S+\s+([\d,]+)\s+([\d.]+)k\s*$")
@@ -36,7 +37,8 @@ import json, sys, time
 from lekutils.core.blas import reexec_with_fast_blas
 reexec_with_fast_blas()
 import mlx_lm
-from lekutils.train.phase import PhaseConfig, train_phase
+from lekutils.train.config import PhaseConfig
+from lekutils.train.loop import train_phase
 model_dir, data, out, cfg = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 model, tok = mlx_lm.load(model_dir)
 stamps = {}
@@ -76,7 +78,7 @@ def run_ours(model_dir: str, data: Path, work: Path, cfg: PhaseConfig, report: i
     p = subprocess.run([sys.executable, "-c", OURS, model_dir, str(data), str(out), json.dumps(cfg.to_dict())],
                        capture_output=True, text=True, env=_env(), timeout=3600)
     if p.returncode != 0:
-        raise RuntimeError(f"lekutils.train.phase run failed:\n{p.stderr[-3000:]}")
+        raise RuntimeError(f"lekutils.train.loop run failed:\n{p.stderr[-3000:]}")
     res = json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("BENCH "))[6:])
     st = {int(k): v for k, v in res["stamps"].items()}
     a, b = report, cfg.iters - report

@@ -40,6 +40,7 @@ def report_tables(
         "signal_decomposition": T.signal_decomposition(df),
         "gates": gates,
         "curriculum_progress": T.curriculum_progress(gates),
+        "failed_gates": T.failed_gates(gates),
     }
 
 

@@ -27,6 +27,8 @@ ONE_COLUMN = 3.5  # inches: a one-column paper figure
 TWO_COLUMN = 7.2  # inches: a two-column (full-width) paper figure
 SCORE_LABEL = "v2 score (points)"
 DELTA_LABEL = "Δ v2 score vs baseline (points)"
+#: Fewer points than this: no box, only the points (a box over 2 points means nothing).
+MIN_BOX_N = 10
 _BASE_RC = {
     "pdf.fonttype": 42,  # embed TrueType, not Type 3
     "ps.fonttype": 42,
@@ -101,37 +103,60 @@ def _empty(fig: Figure, ax: plt.Axes, what: str) -> Figure:
 
 
 def kernel_effect_figure(effects: pd.DataFrame, *, width: str | float = "one") -> Figure:
-    """Forest plot: each model x probe set's paired kernel effect (mean Δ and 95% CI) per condition."""
+    """Forest plot: each model x probe set's paired kernel effect (mean Δ and 95% CI) per condition.
+
+    Our runs and upstream's published runs are separate panels; every row label carries its n, and
+    rows with fewer than 10 probes (no CI) are drawn hollow and marked "no CI".
+    """
     set_theme()
-    rows = list(dict.fromkeys(_labels(effects))) if not effects.empty else []
+    labelled = effects.copy()
+    if "origin" not in labelled:
+        labelled["origin"] = "ours"
+    if not labelled.empty:
+        no_ci = np.where(labelled["ci_low"].isna(), ", no CI", "")
+        labelled["label"] = _labels(labelled) + " (n=" + labelled["n"].astype(str) + no_ci + ")"
+    origins = [o for o in ("ours", "upstream") if (labelled["origin"] == o).any()]
+    heights = [max(1, labelled.loc[labelled["origin"] == o, "label"].nunique()) for o in origins] or [1]
     conds = list(dict.fromkeys(effects["condition"])) if not effects.empty else []
-    fig, ax = plt.subplots(figsize=(width_of(width), 0.9 + 0.32 * max(1, len(rows)) * max(1, len(conds)) ** 0.5))
+    per_row = 0.32 * max(1, len(conds)) ** 0.5
+    fig, axes = plt.subplots(len(heights), 1, figsize=(width_of(width), 0.9 + per_row * sum(heights) + 0.3 * len(heights)),
+                             squeeze=False, gridspec_kw={"height_ratios": heights}, sharex=True)
     if effects.empty:
-        return _empty(fig, ax, "kernel conditions to compare")
+        return _empty(fig, axes[0, 0], "kernel conditions to compare")
     pal = condition_palette(conds)
     step = 0.7 / max(1, len(conds))
-    labels = _labels(effects)
-    for j, cond in enumerate(conds):
-        sub = effects[effects["condition"] == cond]
-        y = np.array([rows.index(v) for v in labels[sub.index]]) + (j - (len(conds) - 1) / 2) * step
-        x = sub["delta"].to_numpy(float)
-        err = np.vstack([x - sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float) - x])
-        ax.errorbar(x, y, xerr=err, fmt="o", ms=3.5, lw=1.1, capsize=2, color=pal[cond], label=cond)
-    ax.axvline(0, color="black", lw=0.8, zorder=1.5)
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlabel(DELTA_LABEL + "\npaired per-probe mean, 95% bootstrap CI")
-    ax.set_ylabel("")
-    ax.legend(title="kernel", loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(conds), frameon=False)
-    ax.grid(axis="y", visible=False)
+    for ax, origin in zip(axes[:, 0], origins, strict=True):
+        part = labelled[labelled["origin"] == origin]
+        rows = list(dict.fromkeys(part["label"]))
+        for j, cond in enumerate(conds):
+            sub = part[part["condition"] == cond]
+            y = np.array([rows.index(v) for v in sub["label"]]) + (j - (len(conds) - 1) / 2) * step
+            x, lo, hi = (sub[c].to_numpy(float) for c in ("delta", "ci_low", "ci_high"))
+            has = np.isfinite(lo)
+            ax.errorbar(x[has], y[has], xerr=np.vstack([x[has] - lo[has], hi[has] - x[has]]), fmt="o", ms=3.5,
+                        lw=1.1, capsize=2, color=pal[cond], label=cond if origin == origins[0] else None)
+            ax.plot(x[~has], y[~has], "o", ms=3.5, mfc="none", color=pal[cond])
+        ax.axvline(0, color="black", lw=0.8, zorder=1.5)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_title("our runs" if origin == "ours" else "upstream (published records)", loc="left")
+        ax.grid(axis="y", visible=False)
+    axes[-1, 0].set_xlabel(DELTA_LABEL + "\npaired per-probe mean, 95% bootstrap CI")
+    fig.legend(title="kernel", loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(conds), frameon=False)
     fig.tight_layout()
     return fig
 
 
 def score_distribution_figure(df: pd.DataFrame, *, width: str | float = "two") -> Figure:
-    """Box plots (with the probes as points) of the scores per model x probe set and condition."""
+    """Box plots (with the probes as points) of the scores per model x probe set and condition; groups
+    of fewer than 10 probes show their points only, and every label carries its n."""
     set_theme()
-    d = df.assign(label=_labels(df), condition=df["condition"].astype(str))
+    d = df.assign(condition=df["condition"].astype(str))
+    if len(d):
+        n_probes = d.groupby(["model", "probe_set"], observed=True)["probe_id"].transform("nunique")
+        d["label"] = _labels(d) + " (n=" + n_probes.astype(str) + ")"
+    else:
+        d["label"] = []
     order = list(dict.fromkeys(d["label"]))
     conds = list(dict.fromkeys(d["condition"])) if len(d) else []
     rotate = len(order) > 4
@@ -141,8 +166,9 @@ def score_distribution_figure(df: pd.DataFrame, *, width: str | float = "two") -
     pal = condition_palette(conds)
     with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated `vert`
         warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
-        sns.boxplot(data=d, x="label", y="score", hue="condition", order=order, hue_order=conds, palette=pal,
-                    fliersize=0, linewidth=0.7, width=0.75, ax=ax)
+        n = d.groupby(["label", "condition"], observed=True)["score"].transform("size")
+        sns.boxplot(data=d[n >= MIN_BOX_N], x="label", y="score", hue="condition", order=order, hue_order=conds,
+                    palette=pal, fliersize=0, linewidth=0.7, width=0.75, ax=ax)
     sns.stripplot(data=d, x="label", y="score", hue="condition", order=order, hue_order=conds, palette=pal,
                   dodge=True, size=1.8, alpha=0.55, jitter=0.18, ax=ax, legend=False, edgecolor="none")
     ax.set_xlabel("")
@@ -293,6 +319,18 @@ def phase_progression_figure(gates: pd.DataFrame, *, width: str | float = "two")
     return fig
 
 
+def _ci_points(ax: plt.Axes, sub: pd.DataFrame, order: list[str], shift: float, cols: tuple[str, str, str],
+               colour: tuple, label: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Points at each stage's position with CI bars; points without a CI (n < 10) drawn hollow."""
+    x = np.array([order.index(s) for s in sub["stage"]]) + shift
+    y, lo, hi = (sub[c].to_numpy(float) for c in cols)
+    has = np.isfinite(lo)
+    ax.errorbar(x[has], y[has], yerr=np.vstack([y[has] - lo[has], hi[has] - y[has]]), fmt="o", ms=3.5, lw=1.1,
+                capsize=2, color=colour, label=label)
+    ax.plot(x[~has], y[~has], "o", ms=3.5, mfc="none", color=colour)
+    return x, y
+
+
 def headline_figure(stages: pd.DataFrame, *, width: str | float = "two") -> Figure:
     """The study's headline: (a) mean v2 per stage and condition with 95% CIs; (b) each stage's
     paired change against the base model. n is in the titles; a stage with n < 10 has no CI and
@@ -305,31 +343,19 @@ def headline_figure(stages: pd.DataFrame, *, width: str | float = "two") -> Figu
     conds = list(dict.fromkeys(stages["condition"]))
     pal = condition_palette(conds)
     step = 0.6 / max(1, len(conds))
+    tuned = stages[stages["stage"] != "base"]
     for j, cond in enumerate(conds):
-        sub = stages[stages["condition"] == cond]
-        x = np.array([order.index(s) for s in sub["stage"]]) + (j - (len(conds) - 1) / 2) * step
-        y = sub["mean"].to_numpy(float)
-        lo, hi = sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float)
-        has = np.isfinite(lo)
-        ax.errorbar(x[has], y[has], yerr=np.vstack([y[has] - lo[has], hi[has] - y[has]]), fmt="o", ms=3.5,
-                    lw=1.1, capsize=2, color=pal[cond], label=cond)
-        ax.plot(x[~has], y[~has], "o", ms=3.5, mfc="none", color=pal[cond])
+        shift = (j - (len(conds) - 1) / 2) * step
+        x, y = _ci_points(ax, stages[stages["condition"] == cond], order, shift, ("mean", "ci_low", "ci_high"),
+                          pal[cond], cond)
         ax.plot(x, y, lw=0.6, color=pal[cond], alpha=0.5)
+        _ci_points(bx, tuned[tuned["condition"] == cond], order, shift,
+                   ("delta_vs_base", "delta_ci_low", "delta_ci_high"), pal[cond])
     n = int(stages["n"].min())
     ax.set_xticks(range(len(order)), order)
     ax.set_ylabel(SCORE_LABEL)
     ax.set_title(f"(a) mean v2 on held-out probes, 95% CI (n = {n})", loc="left")
     ax.legend(title="condition", loc="lower center", bbox_to_anchor=(0.5, 1.1), ncol=len(conds), frameon=False)
-    tuned = stages[stages["stage"] != "base"]
-    for j, cond in enumerate(conds):
-        sub = tuned[tuned["condition"] == cond]
-        x = np.array([order.index(s) for s in sub["stage"]]) + (j - (len(conds) - 1) / 2) * step
-        y = sub["delta_vs_base"].to_numpy(float)
-        lo, hi = sub["delta_ci_low"].to_numpy(float), sub["delta_ci_high"].to_numpy(float)
-        has = np.isfinite(lo)
-        bx.errorbar(x[has], y[has], yerr=np.vstack([y[has] - lo[has], hi[has] - y[has]]), fmt="o", ms=3.5,
-                    lw=1.1, capsize=2, color=pal[cond])
-        bx.plot(x[~has], y[~has], "o", ms=3.5, mfc="none", color=pal[cond])
     bx.axhline(0, color="black", lw=0.8)
     bx.set_xticks(range(1, len(order)), order[1:])
     bx.set_xlim(0.5, len(order) - 0.5)

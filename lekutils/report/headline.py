@@ -144,8 +144,12 @@ def _contributions(df: pd.DataFrame, model: str, condition: str) -> pd.DataFrame
 
 def gain_by_signal(df: pd.DataFrame, base: str, final: str | None = None, *,
                    condition: str = BASELINE) -> pd.DataFrame:
-    """Mean points per signal, base vs final, their change, and each signal's share of the positive
-    gain (the sum of the signals' positive changes); ``dominant`` marks a share > 50%."""
+    """Mean points per signal, base vs final, their change, and each signal's share of the gross gain
+    (the sum of all signals' positive changes, fewer penalties included).
+
+    ``dominant`` marks a *rewarded* signal (not a penalty) with a share > 50%: gaming one capped
+    keyword count is reward hacking, while fewer repetition loops or refusals are not (degeneration
+    has its own check in :func:`hacking_flags`)."""
     final = final or stages(df, base)[-1]
     a, b = _contributions(df, base, condition), _contributions(df, final, condition)
     common = a.index.intersection(b.index)
@@ -156,7 +160,7 @@ def gain_by_signal(df: pd.DataFrame, base: str, final: str | None = None, *,
                         "base_points": a.mean().to_numpy(), "final_points": b.mean().to_numpy(),
                         "change": change.to_numpy()})
     out["share_of_gain"] = (out["change"].clip(lower=0) / positive) if positive > 0 else 0.0
-    out["dominant"] = out["share_of_gain"] > DOMINANCE
+    out["dominant"] = (out["share_of_gain"] > DOMINANCE) & ~out["penalty"]
     return out.round({"base_points": 3, "final_points": 3, "change": 3, "share_of_gain": 3})
 
 
@@ -203,3 +207,28 @@ def headline(df: pd.DataFrame, base: str, *, creative_ids: Sequence[str] = (), n
             "gain_by_signal": gain_by_signal(df, base, final), "flags": flags,
             "length": length_change(df, base, final, n_boot=n_boot, seed=seed),
             "passed": bool(effect["significant"] and effect["delta"] > 0 and not flags)}
+
+
+def study_report(df: pd.DataFrame, base: str, *, probe_set: str = "", creative_ids: Sequence[str] = (),
+                 n_boot: int = 10_000, seed: int = 0, run_dir: str | None = None,
+                 figure_dirs: Sequence[str] = (), dpi: int = 300) -> dict[str, Any]:
+    """:func:`headline` on our runs of ``base`` (and ``probe_set`` if given), with its figure; writes
+    ``<run_dir>/tables/headline_*.csv`` and the ``headline`` figure (PNG + PDF) when ``run_dir`` is set."""
+    from pathlib import Path
+
+    from lekutils.report import figures as F
+    from lekutils.report.tables import write_tables
+
+    ours = df[(df["origin"] == "ours") & ((df["probe_set"] == probe_set) if probe_set else True)]
+    ours = ours[(ours["model"] == base) | ours["model"].astype(str).str.startswith(base + "+")]
+    if ours.empty:
+        raise ValueError(f"no results of {base!r}{f' on probe set {probe_set!r}' if probe_set else ''} among our runs")
+    h = headline(ours, base, creative_ids=creative_ids, n_boot=n_boot, seed=seed)
+    h["figure"] = F.headline_figure(h["stages"])
+    if run_dir:
+        effect = pd.DataFrame([{**h["effect"], "flags": "; ".join(h["flags"]), "passed": h["passed"]}])
+        write_tables({"headline_stages": h["stages"], "headline_effect": effect,
+                      "headline_internalisation": h["internalisation"], "headline_gain_by_signal": h["gain_by_signal"],
+                      "headline_length": pd.DataFrame([h["length"]])}, Path(run_dir) / "tables")
+        F.save_figure(h["figure"], "headline", [Path(run_dir) / "figures", *figure_dirs], dpi=dpi)
+    return h

@@ -165,6 +165,8 @@ def _rows_of_file(path: Path, table: LabelTable) -> tuple[list[dict[str, Any]], 
             stored = payload.get("lek_score", heur.get("lek_score"))
             row: dict[str, Any] = {
                 "source_file": path.name,
+                # records this project writes always name their scorer; upstream's never do
+                "origin": "ours" if (rec.get("scorer") or summary.get("scorer")) else "upstream",
                 "probe_set": str(rec.get("probe_set") or default_set),
                 "model": label.display if not adapter else f"{label.display}+{adapter}",
                 "model_id": model_id if not adapter else f"{model_id}+{adapter}",
@@ -183,6 +185,7 @@ def _rows_of_file(path: Path, table: LabelTable) -> tuple[list[dict[str, Any]], 
                 "response": text,
                 "prompt": rec.get("prompt", ""),
                 "chars": int(payload.get("chars", len(text))),
+                "finish_reason": payload.get("finish_reason"),
                 "_heuristic": heur,
             }
             rows.append(row)
@@ -201,9 +204,10 @@ def load_results(
 ) -> pd.DataFrame:
     """Load A/B files (paths or globs, ``{run_dir}``/``{upstream}`` placeholders) into a long table.
 
-    Columns: source_file, probe_set, model (display name), model_id, family, version, size,
+    Columns: source_file, origin ("ours": records naming their scorer, as this workbook writes them;
+    "upstream"), probe_set, model (display name), model_id, family, version, size,
     size_b, tuned, base_model, adapter, condition, probe_id, category, score (v2), the 14 signals,
-    chars, stored_scorer, stored_score, stored_v1 (the stored v1 number, else NaN), rescored,
+    chars, finish_reason (ours; None upstream), stored_scorer, stored_score, stored_v1 (the stored v1 number, else NaN), rescored,
     response, prompt. Records not stored as ``scorer`` are re-scored with it (``processes`` as in
     ``score_many``). Rows keep file order within each model x probe set x condition: upstream's
     means are left-to-right sums in record order, and the summary reproduces them exactly.
@@ -255,8 +259,8 @@ def condition_order(conditions: Iterable[str]) -> list[str]:
 
 def _column_order(sig: Sequence[str]) -> list[str]:
     return [
-        "source_file", "probe_set", *MODEL_COLUMNS, "condition", "probe_id", "category", "score", *sig,
-        "chars", "stored_scorer", "stored_score", "stored_v1", "rescored", "response", "prompt",
+        "source_file", "origin", "probe_set", *MODEL_COLUMNS, "condition", "probe_id", "category", "score", *sig,
+        "chars", "finish_reason", "stored_scorer", "stored_score", "stored_v1", "rescored", "response", "prompt",
     ]
 
 

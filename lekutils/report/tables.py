@@ -87,8 +87,9 @@ def kernel_effect(
 ) -> pd.DataFrame:
     """Paired per-probe delta of each condition against ``baseline`` with its bootstrap CI.
 
-    Columns: model, probe_set, condition, n, base_mean, treated_mean, delta, ci_low, ci_high,
-    improved, regressed, unchanged (at ±band), significant (the CI excludes 0).
+    Columns: origin, model, probe_set, condition, n, base_mean, treated_mean, delta, ci_low, ci_high
+    (NaN below ``MIN_CI_N`` probes), improved, regressed, unchanged (at ±band), significant (the CI
+    excludes 0).
     """
     rows = []
     for (model, pset), g in df.groupby(GROUP, observed=True, sort=False):
@@ -99,9 +100,10 @@ def kernel_effect(
             if pair is None:
                 continue
             d = paired_delta(*pair, n_boot=n_boot, seed=seed, band=band)
-            rows.append({"model": model, "probe_set": pset, "condition": cond, **d.to_dict(),
+            origin = _first(g["origin"]) if "origin" in g else "ours"
+            rows.append({"origin": origin, "model": model, "probe_set": pset, "condition": cond, **d.to_dict(),
                          "significant": bool(d.ci_low > 0 or d.ci_high < 0)})
-    cols = ["model", "probe_set", "condition", "n", "base_mean", "treated_mean", "delta", "ci_low", "ci_high",
+    cols = ["origin", "model", "probe_set", "condition", "n", "base_mean", "treated_mean", "delta", "ci_low", "ci_high",
             "improved", "regressed", "unchanged", "significant"]
     out = pd.DataFrame(rows, columns=cols)
     out = _round(out, decimals, ["base_mean", "treated_mean", "delta", "ci_low", "ci_high"])
@@ -295,6 +297,17 @@ def curriculum_progress(gates: pd.DataFrame) -> pd.DataFrame:
         row["all_passed"] = bool(g["passed"].fillna(False).astype(bool).all())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def failed_gates(gates: pd.DataFrame) -> pd.DataFrame:
+    """Every failed gate with how far it missed its level (``shortfall`` > 0, in the gate's unit)."""
+    cols = ["phase", "gate", "value", "op", "level", "shortfall"]
+    if gates.empty:
+        return pd.DataFrame(columns=cols)
+    bad = gates[gates["passed"].eq(False)].copy()
+    below = bad["op"].isin([">=", ">"])
+    bad["shortfall"] = np.where(below, bad["level"] - bad["value"], bad["value"] - bad["level"])
+    return bad[cols].round({"value": 3, "level": 3, "shortfall": 3}).reset_index(drop=True)
 
 
 def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike[str]) -> dict[str, Path]:

@@ -95,7 +95,8 @@ def build_manifest(profile: str, executions: Sequence[Execution], argv: Sequence
 
     inputs: dict[str, str] = {}
     for ex in executions:
-        for p in [ex.notebook, *([ex.params_file] if ex.params_file else []), *_input_files(ex.parameters)]:
+        for p in [ex.notebook, *([ex.params_file] if ex.params_file else []),
+                  *([ex.curriculum] if ex.curriculum else []), *_input_files(ex.parameters)]:
             inputs.setdefault(_rel(p), sha256_file(p))
     import mlx.core as mx
 

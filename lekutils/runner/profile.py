@@ -1,7 +1,8 @@
 """Profiles: ``params/<profile>/pipeline.yaml`` lists notebook executions; parameters resolve per execution.
 
 A profile is an ordered list of notebook executions, each with its parameter file. Parameters
-resolve as notebook default < profile YAML < ``-f`` file < ``-p`` and are validated (see
+resolve as notebook default < curriculum defaults < curriculum phase row (executions with
+``phase: K``, :mod:`lekutils.runner.curriculum`) < profile YAML < ``-f`` file < ``-p`` and are validated (see
 :mod:`lekutils.runner.params`) before anything runs.
 """
 
@@ -26,6 +27,8 @@ class Execution:
     params_file: Path | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> where its value came from
+    phase: int | None = None  # curriculum phase: parameters from <profile>/curriculum.yaml (runner.curriculum)
+    curriculum: Path | None = None
 
     @property
     def output(self) -> str:
@@ -58,9 +61,10 @@ def load_pipeline(profile: str, params_root: Path = PARAMS_DIR) -> list[Executio
         if not isinstance(item, dict) or "notebook" not in item:
             problems.append(Problem("each execution needs a 'notebook'", field=where))
             continue
-        unknown = set(item) - {"notebook", "name", "params", "parameters"}
+        unknown = set(item) - {"notebook", "name", "params", "parameters", "phase"}
         if unknown:
-            problems.append(Problem(f"unknown keys {sorted(unknown)} (allowed: notebook, name, params, parameters)", field=where))
+            problems.append(Problem(f"unknown keys {sorted(unknown)} (allowed: notebook, name, params, parameters, "
+                                    "phase)", field=where))
         name = str(item.get("name", item["notebook"]))
         if name in names:
             problems.append(Problem(f"duplicate execution name '{name}'", field=f"{where}.name"))
@@ -74,6 +78,12 @@ def load_pipeline(profile: str, params_root: Path = PARAMS_DIR) -> list[Executio
             if not ex.params_file.exists():
                 problems.append(Problem(f"parameter file {ex.params_file} not found", field=f"{where}.params"))
         ex.parameters = dict(item.get("parameters") or {})
+        if item.get("phase") is not None:  # parameters from the curriculum table (lekutils.runner.curriculum)
+            ex.phase, ex.curriculum = item["phase"], folder / "curriculum.yaml"
+            if not isinstance(ex.phase, int) or isinstance(ex.phase, bool):
+                problems.append(Problem(f"'phase' must be an integer, got {ex.phase!r}", field=f"{where}.phase"))
+            elif not ex.curriculum.exists():
+                problems.append(Problem(f"curriculum table {ex.curriculum} not found", field=f"{where}.phase"))
         out.append(ex)
     if problems:
         raise DataError(path, problems)
@@ -116,6 +126,15 @@ def resolve(
             if not isinstance(doc, dict):
                 raise DataError(ex.params_file, "expected a mapping of parameter names to values")
             file_params = doc
+        if ex.phase is not None:  # notebook default < curriculum defaults[section] < phases[K][section] < params
+            from lekutils.runner.curriculum import curriculum_layers
+
+            for origin, layer in curriculum_layers(ex.curriculum, ex.notebook, ex.phase):
+                for k, v in layer.items():
+                    if k not in specs:
+                        msgs.append(f"unknown parameter '{k}' in {origin}")
+                    else:
+                        values[k], sources[k] = v, origin
         origin = str(ex.params_file or "pipeline.yaml")
         for k, v in {**file_params, **ex.parameters}.items():
             if k not in specs:
@@ -144,7 +163,7 @@ def resolve(
         if msgs:
             known = ", ".join(f"{s.name}: {s.type.__name__ if s.type else 'any'}" for s in specs.values())
             errors.append(ParameterError(f"{ex.name} ({ex.notebook.name})", msgs + [f"known parameters: {known}"]))
-        resolved.append(Execution(ex.name, ex.notebook, ex.params_file, values, sources))
+        resolved.append(Execution(ex.name, ex.notebook, ex.params_file, values, sources, ex.phase, ex.curriculum))
     for origin, layer in layers:
         for k in layer:
             if (origin, k) not in used:

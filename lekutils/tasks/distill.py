@@ -55,9 +55,11 @@ class DistillSettings:
 
     ``keep_on`` picks the number compared with ``keep_threshold``: ``lek_score`` (the whole v2
     score) or ``structural`` (penalties plus the structural signals only). ``kernel`` is a kernel
-    file whose raw text is the system message; None runs bare. ``allow_truncated`` keeps answers
-    cut off at ``max_tokens`` (excluded by default: a truncated target teaches the model to stop
-    mid-sentence or to ramble).
+    file whose raw text is the system message; None runs bare. An answer cut off at ``max_tokens``
+    is excluded by default (a truncated target teaches the model to stop mid-sentence or to
+    ramble); ``trim_truncated`` cuts it back to its last complete paragraph or sentence
+    (:func:`trim_to_boundary`) and judges that complete text instead; ``allow_truncated`` keeps it
+    as it is.
     """
 
     phase: int
@@ -67,11 +69,12 @@ class DistillSettings:
     samples: int = 8
     temperature: float = 0.8
     top_p: float = 0.95
-    max_tokens: int = 512
+    max_tokens: int = 4096
     seed: int = 0
     keep_threshold: float = 24.0
     keep_on: str = "lek_score"
     allow_truncated: bool = False
+    trim_truncated: bool = False
     scorer: str = "v2"
     batch_size: int = 16
     chunk_size: int | None = None
@@ -155,28 +158,48 @@ def _kernel(settings: DistillSettings) -> tuple[str | None, dict[str, Any]]:
     return cond.system, {"condition": cond.name, "kernel_path": cond.path, "kernel_sha256": cond.sha256}
 
 
+def trim_to_boundary(text: str, min_share: float = 0.4) -> str | None:
+    """A cut-off answer cut back to the end of its last complete sentence or paragraph; None when
+    less than ``min_share`` of the text would remain."""
+    ends = [text.rfind("\n\n")] + [i + 1 for i in (text.rfind(p) for p in (". ", ".\n", "! ", "? ", '." ')) if i >= 0]
+    cut = max(ends)
+    return text[:cut].rstrip() if cut >= min_share * len(text) else None
+
+
 def _keep(rec: Record, settings: DistillSettings) -> Record:
     """Apply the keep rule to a task record; add upstream's ``training``/``meta`` when kept."""
-    signals = {k: v for k, v in rec["heuristic"].items() if k != "lek_score"}
-    lek = float(rec["lek_score"])
+    finished = rec.get("finish_reason") != "length"
+    target, scores = rec["response"], rec["heuristic"]
+    trimmed = None
+    if not finished and settings.trim_truncated:
+        trimmed = trim_to_boundary(rec["response"])
+        if trimmed is not None:
+            from lekutils.scoring import get_scorer
+
+            target, scores = trimmed, get_scorer(rec["scorer"])(trimmed)
+    signals = {k: v for k, v in scores.items() if k != "lek_score"}
+    lek = float(scores["lek_score"])
     structural = structural_score(signals, rec["scorer"])
     value = lek if settings.keep_on == "lek_score" else structural
-    finished = rec.get("finish_reason") != "length"
-    kept = value >= settings.keep_threshold and (finished or settings.allow_truncated)
+    complete = finished or trimmed is not None
+    kept = value >= settings.keep_threshold and (complete or settings.allow_truncated)
     out = {k: v for k, v in rec.items() if k not in ("key", "heuristic", "sample_seed", "content_key")}
     out.update({"type": "training" if kept else "generation", "kept": kept, "lek_score": lek,
                 "structural_score": structural, "keep_on": settings.keep_on, "keep_value": value,
                 "keep_threshold": settings.keep_threshold, "truncated": not finished, "signals": signals,
                 "seed": rec["sample_seed"], "content_key": rec["content_key"]})
+    if trimmed is not None:
+        out.update({"trimmed": True, "target": trimmed, "response_lek_score": float(rec["lek_score"])})
     if kept:
         out["training"] = {"messages": [{"role": "user", "content": rec["prompt"]},
-                                        {"role": "assistant", "content": rec["response"]}]}
+                                        {"role": "assistant", "content": target}]}
         out["meta"] = {"probe_id": rec["prompt_id"], "category": rec["category"],
-                       "sample_idx": rec["sample_idx"], "lek_score": lek, "chars": rec["chars"],
+                       "sample_idx": rec["sample_idx"], "lek_score": lek, "chars": len(target),
                        "time_s": round(rec["time_s"], 3), "model": settings.model,
                        "threshold": settings.keep_threshold, "temperature": settings.temperature,
                        "ts": rec["ts"], "phase": settings.phase, "source_probe": rec["source_probe"],
-                       "rephrase_type": rec["rephrase_type"], "scorer": rec["scorer"], "signals": signals}
+                       "rephrase_type": rec["rephrase_type"], "scorer": rec["scorer"], "signals": signals,
+                       "trimmed": trimmed is not None}
     return out
 
 
@@ -189,13 +212,15 @@ def distill_summary(records: Sequence[Record], settings: DistillSettings, *, pro
     best = max(records, key=lambda r: (r["keep_value"], r["lek_score"]), default=None)
     truncated = [r for r in records if r.get("truncated")]
     excluded = [r for r in truncated if r["keep_value"] >= settings.keep_threshold and not r["kept"]]
+    trimmed = [r for r in records if r.get("trimmed")]
     return {
         "type": "summary", "phase": settings.phase, "model": settings.model, "adapter": settings.adapter,
         "probes": probes, "samples_per_probe": settings.samples,
         "total_generated": len(records), "total_kept": len(kept),
         "keep_rate": round(100.0 * len(kept) / max(len(records), 1), 1),
-        "cut_off": len(truncated), "excluded_truncated": len(excluded),
-        "allow_truncated": settings.allow_truncated,
+        "cut_off": len(truncated), "excluded_truncated": len(excluded), "trimmed": len(trimmed),
+        "kept_trimmed": sum(bool(r.get("kept")) for r in trimmed),
+        "allow_truncated": settings.allow_truncated, "trim_truncated": settings.trim_truncated,
         "avg_kept_score": round(sum(r["lek_score"] for r in kept) / len(kept), 2) if kept else None,
         "best_score": best["keep_value"] if best else None,
         "best_key": [best["prompt_id"], best["sample_idx"]] if best else None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import pandas as pd
 
 from lekutils.core.errors import DataError, Problem
 from lekutils.core.jsonl import atomic_write_jsonl, iter_jsonl
+from lekutils.data.text import jaccard, shingles
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +122,6 @@ def dedup_per_probe(examples: Sequence[Example], mode: str = "best") -> list[Exa
     pick = (lambda es: min(es, key=lambda e: (-e.lek_score, e.sample_idx))) if mode == "best" else (
         lambda es: min(es, key=lambda e: e.sample_idx))
     return sorted((pick(es) for es in by_probe.values()), key=lambda e: e.key)
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def shingles(text: str, k: int = 3) -> set[str]:
-    """Word ``k``-shingles of the lower-cased text (punctuation ignored); short texts give one shingle."""
-    words = _WORD.findall(text.lower())
-    if len(words) < k:
-        return {" ".join(words)} if words else set()
-    return {" ".join(words[i:i + k]) for i in range(len(words) - k + 1)}
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    """Exact Jaccard similarity of two sets (1.0 for two empty sets)."""
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
 
 
 @dataclass(frozen=True)
@@ -288,8 +270,9 @@ def extract(raw_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *
     rejected_set = set(rejected)
     reviewed = [e for e in cand.examples if e.key not in rejected_set]
     dropped_review = [e.key for e in cand.examples if e.key in rejected_set]
-    if not reviewed:
-        raise ValueError(f"{raw_path}: no training examples left (kept {cand.loaded}, after dedup "
+    if len(reviewed) < 2:
+        raise ValueError(f"{raw_path}: {len(reviewed)} training example(s) left, at least 2 are needed (one for "
+                         f"validation): kept {cand.loaded}, after dedup "
                          f"{cand.after_dedup}, near-duplicates {len(cand.near_duplicates)}, rejected in review "
                          f"{len(dropped_review)})")
     train, valid = split_train_valid(reviewed, valid_fraction=valid_fraction, seed=seed)

@@ -126,6 +126,17 @@ def memory_budget(config: Mapping[str, Any], *, bits: float = 4, seq_len: int = 
                         bits, seq_len, rank, num_layers)
 
 
+def architecture_config(model: Any) -> dict[str, Any]:
+    """The architecture config of an mlx-lm model (its ``args``: hidden size, layers, heads, ...), the
+    fields :func:`memory_budget` reads; ``{}`` for a model without ``args``."""
+    import dataclasses
+
+    args = getattr(model, "args", None)
+    if args is None:
+        return {}
+    return dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(vars(args))
+
+
 def budget_table(budgets: Sequence[MemoryBudget]) -> Any:
     """Budgets side by side (items as rows, models as columns), as a DataFrame."""
     import pandas as pd

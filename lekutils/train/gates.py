@@ -12,7 +12,11 @@ probes under ``baseline`` and the kernel conditions; five values are computed fr
 Each gate has one rule, absolute or relative to the base model's own values (evaluated once and
 cached in the run folder): ``{"min": 13.0}`` (value >= 13), ``{"above": 0.0}`` (value > 0),
 ``{"max": 0}`` (value <= 0), and ``min_vs_base`` / ``above_vs_base`` / ``max_vs_base`` where the
-level is the base model's value plus the given offset. A failed gate raises :class:`GateFailed`
+level is the base model's value plus the given offset. ``ci_vs_base`` (for ``average``) accounts
+for the probe-to-probe noise: the gate's value is the upper end of the 95% bootstrap CI of the
+paired per-probe change (adapter - base, baseline condition), and it fails only when even that is
+below the given (negative) margin, i.e. when the adapter is significantly worse than the base model
+by more than the margin. With fewer than 10 probes (no CI) the mean change is compared instead. A failed gate raises :class:`GateFailed`
 naming the gate, its value and level, unless failures are allowed (then recorded as failed).
 """
 
@@ -33,7 +37,8 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 GATES = ("creative", "average", "worst", "kernel_response", "degeneration")
-RULES = {"min": ">=", "above": ">", "max": "<=", "min_vs_base": ">=", "above_vs_base": ">", "max_vs_base": "<="}
+RULES = {"min": ">=", "above": ">", "max": "<=", "min_vs_base": ">=", "above_vs_base": ">", "max_vs_base": "<=",
+         "ci_vs_base": ">="}
 #: The curriculum's gates with its 27B levels.
 CURRICULUM_GATES: dict[str, dict[str, float]] = {
     "creative": {"min": 13.0}, "average": {"min": 21.0}, "worst": {"min": 8.0},
@@ -129,7 +134,7 @@ def gate_values(records: Sequence[Mapping[str, Any]], creative_ids: Sequence[str
         "kernel_response_by_condition": per_kernel,
         "degenerate_responses": [f"{i}/{c}" for i, c in degenerate],
         "creative_probes": [i for i in creative_ids if i in base],
-        "n_probes": len(records), "kernels": kernels,
+        "n_probes": len(records), "kernels": kernels, "baseline_scores": base,
     }
 
 
@@ -149,6 +154,16 @@ def needs_base(spec: Mapping[str, Mapping[str, float]]) -> bool:
     return any(next(iter(rule)).endswith("_vs_base") for rule in spec.values())
 
 
+def _ci_change(values: Mapping[str, Any], base_values: Mapping[str, Any]) -> tuple[float, float]:
+    """(upper 95% CI bound, mean) of the paired per-probe baseline change adapter - base."""
+    from lekutils.report.stats import paired_delta
+
+    a, b = base_values["baseline_scores"], values["baseline_scores"]
+    common = [k for k in a if k in b]
+    d = paired_delta([a[k] for k in common], [b[k] for k in common])
+    return d.ci_high, d.delta
+
+
 def apply_gates(values: Mapping[str, Any], spec: Mapping[str, Mapping[str, float]],
                 base_values: Mapping[str, Any] | None = None) -> list[GateResult]:
     """Compare values with the levels of ``spec`` (relative rules need ``base_values``)."""
@@ -157,14 +172,21 @@ def apply_gates(values: Mapping[str, Any], spec: Mapping[str, Mapping[str, float
     for name, rule in spec.items():
         kind, x = next(iter(rule.items()))
         base = None
-        if kind.endswith("_vs_base"):
-            if base_values is None:
-                raise ValueError(f"gate '{name}' is relative to the base model but no base values were given")
-            base = float(base_values[name])
+        if kind.endswith("_vs_base") and base_values is None:
+            raise ValueError(f"gate '{name}' is relative to the base model but no base values were given")
+        if kind == "ci_vs_base":
+            if name != "average":
+                raise DataError("gates", Problem("ci_vs_base applies to the 'average' gate only", field=name))
+            high, mean = _ci_change(values, base_values)  # type: ignore[arg-type]
+            base, level = float(base_values[name]), float(x)  # type: ignore[index]
+            value = mean if math.isnan(high) else high
+        elif kind.endswith("_vs_base"):
+            base = float(base_values[name])  # type: ignore[index]
             level = base + float(x)
+            value = float(values[name])
         else:
             level = float(x)
-        value = float(values[name])
+            value = float(values[name])
         op = RULES[kind]
         ok = not math.isnan(value) and (value >= level if op == ">=" else value > level if op == ">" else value <= level)
         out.append(GateResult(name, value, op, level, bool(ok), f"{kind}: {x}", base))

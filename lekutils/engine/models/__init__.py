@@ -29,7 +29,7 @@ from lekutils.engine.models.specs import (
 
 __all__ = [
     "DEFAULT_MODEL", "EMBEDDED", "VALID_FORMS", "ModelPackageMissing", "ModelSource", "ModelSpecError",
-    "converted_dir", "default_dtype", "file_sha256", "fingerprint", "load", "load_info", "resolve",
+    "converted_dir", "default_dtype", "file_sha256", "fingerprint", "load", "load_info", "mlx_model_dir", "resolve",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,3 +144,20 @@ def fingerprint(spec: str) -> dict[str, Any]:
     if src.kind == "embedded" and src.name in EMBEDDED:
         out["package"] = EMBEDDED[src.name].package
     return out
+
+
+def mlx_model_dir(spec: str) -> str:
+    """The MLX folder that stock ``mlx_lm.load`` opens, for a spec.
+
+    A folder is returned as is; an embedded model or ``.gguf`` file gives our loader's converted copy
+    in the cache (converted once, on first use); an HF id is returned as is (mlx-lm downloads it).
+    """
+    if Path(spec).is_dir():
+        return str(spec)
+    src = resolve(spec)
+    if src.path is not None and src.kind in ("embedded", "gguf"):
+        d = converted_dir(src.path, default_dtype(), source_info={"spec": src.spec})
+        if not (Path(d) / "config.json").exists():
+            load(spec)  # converts once into the cache
+        return str(d)
+    return str(src.path or spec)

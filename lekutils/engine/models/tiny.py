@@ -1,9 +1,13 @@
-"""Tiny random MLX models and word-level tokenizers for fast integration tests (no files, no download).
+"""Tiny random MLX models and tokenizers for fast integration tests (no download): the one factory.
 
 ``tiny("llama")`` / ``tiny("gemma3")`` return ``(model, tokenizer)`` shaped like :func:`lekutils.engine.models.load`'s
 output (an mlx-lm model and mlx-lm ``TokenizerWrapper``), small enough that a forward pass takes
 milliseconds. ``chat`` picks the template: ``"system"`` (ChatML with a system role), ``"nosystem"``
 (Gemma-style turns, raising on a system message) or ``None`` (no template: a base model).
+
+For training: :func:`byte_tokenizer` (byte-level, any text, with a chat template),
+:func:`save_model_dir` (a folder that stock ``mlx_lm.load`` reads) and :func:`write_chat_data`
+(small deterministic mlx-lm chat JSONL files).
 """
 
 from __future__ import annotations
@@ -56,18 +60,24 @@ def tiny_tokenizer(chat: str | None = "system") -> Any:
     return TokenizerWrapper(hf, eos_token_ids=eos)
 
 
-def tiny_model(arch: str = "llama", vocab_size: int = 256, seed: int = 0, sliding_window: int = 16) -> Any:
-    """A randomly initialised float32 mlx-lm model: ``llama`` or ``gemma3`` (with a small sliding window)."""
+def llama_args(layers: int = 2, hidden: int = 64, vocab_size: int = 256) -> dict[str, Any]:
+    """The ``config.json`` fields of a tiny llama (``hidden`` divisible by 4)."""
+    return {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers,
+            "intermediate_size": 2 * hidden, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-5, "vocab_size": vocab_size, "rope_theta": 10000.0, "tie_word_embeddings": True}
+
+
+def tiny_model(arch: str = "llama", vocab_size: int = 256, seed: int = 0, sliding_window: int = 16, *,
+               layers: int = 2, hidden: int = 64) -> Any:
+    """A randomly initialised float32 mlx-lm model: ``llama`` (``layers`` x ``hidden``) or ``gemma3``
+    (3 layers, with a small sliding window)."""
     import mlx.core as mx
 
     mx.random.seed(seed)
     if arch == "llama":
         from mlx_lm.models import llama
 
-        args = llama.ModelArgs(model_type="llama", hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-                               num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
-                               vocab_size=vocab_size, rope_theta=10000.0, tie_word_embeddings=True)
-        model = llama.Model(args)
+        model = llama.Model(llama.ModelArgs(**llama_args(layers, hidden, vocab_size)))
     elif arch == "gemma3":
         from mlx_lm.models import gemma3_text
 
@@ -88,3 +98,77 @@ def tiny(arch: str = "llama", chat: str | None = "system", seed: int = 0, slidin
     """``(model, tokenizer)`` for tests: :func:`tiny_model` and :func:`tiny_tokenizer`."""
     tok = tiny_tokenizer(chat)
     return tiny_model(arch, vocab_size=len(tok.get_vocab()), seed=seed, sliding_window=sliding_window), tok
+
+
+# --------------------------------------------------------------------------------- training helpers
+BYTE_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+BYTE_SPECIALS = ["<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|pad|>"]
+#: Model vocabulary for :func:`byte_tokenizer` (256 bytes + 5 specials, one spare row).
+BYTE_VOCAB = 262
+
+
+def byte_tokenizer() -> Any:
+    """A byte-level BPE tokenizer without merges (256 byte tokens + specials), with a chat template
+    (a Hugging Face fast tokenizer, as ``save_pretrained`` writes it)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    for s in BYTE_SPECIALS:
+        vocab[s] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(BYTE_SPECIALS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>", pad_token="<|pad|>",
+                                   chat_template=BYTE_CHAT_TEMPLATE)
+
+
+def byte_model(layers: int = 2, hidden: int = 32, seed: int = 0) -> Any:
+    """A tiny llama for :func:`byte_tokenizer`'s vocabulary (the training tests' model)."""
+    return tiny_model("llama", vocab_size=BYTE_VOCAB, seed=seed, layers=layers, hidden=hidden)
+
+
+def save_model_dir(path: Any, layers: int = 2, hidden: int = 32, seed: int = 0) -> Any:
+    """Write :func:`byte_model` as an mlx-lm/HF folder that ``mlx_lm.load`` reads (config, weights,
+    tokenizer); returns the folder as a Path."""
+    import json
+    from pathlib import Path
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model = byte_model(layers, hidden, seed)
+    mx.save_safetensors(str(path / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (path / "config.json").write_text(json.dumps(llama_args(layers, hidden, BYTE_VOCAB)))
+    byte_tokenizer().save_pretrained(str(path))
+    return path
+
+
+CHAT_WORDS = ("care consent dignity trust autonomy harm repair listen protect choice truth kindness "
+              "power agency voice respect boundary question answer story").split()
+
+
+def write_chat_data(d: Any, n_train: int = 24, n_valid: int = 6, seed: int = 0) -> Any:
+    """Small chat JSONL train/valid files (deterministic), each answer a short word sequence."""
+    import json
+    import random
+    from pathlib import Path
+
+    rng = random.Random(seed)
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        with open(d / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+            for i in range(n):
+                q = " ".join(rng.choice(CHAT_WORDS) for _ in range(rng.randint(3, 8)))
+                a = " ".join(rng.choice(CHAT_WORDS) for _ in range(rng.randint(6, 20)))
+                msgs = [{"role": "user", "content": f"q{i}: {q}?"}, {"role": "assistant", "content": a}]
+                fh.write(json.dumps({"messages": msgs}) + "\n")
+    return d
