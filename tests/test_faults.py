@@ -1,5 +1,5 @@
-"""Fault injection (marker ``faults``, run in CI): ``kill -9`` at seeded random points of an A/B test
-and a distillation (subprocesses on tiny random models), torn tails at every byte offset of a record
+"""Fault injection (marker ``faults``, run in CI): ``kill -9`` at seeded random points of an A/B test,
+a distillation and a training phase (subprocesses on tiny random models), torn tails at every byte offset of a record
 holding multi-byte text, two concurrent runs on one output, and a full disk (``ENOSPC`` injected into
 the store's writes). After each fault a re-run completes with 0 lost and 0 duplicated records, and
 its results equal an uninterrupted run's.
@@ -273,3 +273,44 @@ def test_disk_full_on_write_then_rerun(tmp_path: Path, reference: dict, monkeypa
     assert s["generated_this_run"] == reference["ab_items"] - stored
     assert _ab_responses(out) == reference["ab"]
     _log("enospc", budget=budget, stored_before=stored, generated_after=s["generated_this_run"])
+
+
+@pytest.fixture(scope="module")
+def train_reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from lekutils.engine.models.tiny import write_chat_data
+    from tests.test_train import TINY, _run
+
+    d = tmp_path_factory.mktemp("train")
+    data = write_chat_data(d / "data")
+    r = _run(d, data, d / "ref", -1, TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {"dir": d, "data": data, "cfg": TINY, "out": d / "ref"}
+
+
+@pytest.mark.parametrize("point", range(2))
+def test_kill9_training_at_random_step_then_rerun(tmp_path: Path, train_reference: dict, point: int) -> None:
+    """A training phase killed at a seeded random step resumes to the uninterrupted run's metrics and weights."""
+    import mlx.core as mx
+    import numpy as np
+
+    from lekutils.core.jsonl import read_jsonl
+    from tests.test_train import _run
+
+    cfg, data = train_reference["cfg"], train_reference["data"]
+    step = random.Random(f"{SEED}-train-{point}").randint(1, cfg["iters"] - 1)
+    out = tmp_path / "killed"
+    killed = _run(tmp_path, data, out, step, cfg)
+    assert killed.returncode == -signal.SIGKILL
+    resumed = _run(tmp_path, data, out, -1, cfg)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ref = train_reference["out"]
+    m_ref, m_res = read_jsonl(ref / "metrics.jsonl"), read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in m_res] == [r["step"] for r in m_ref]  # 0 lost, 0 duplicated
+    for a, b in zip(m_ref, m_res, strict=True):
+        assert a["learning_rate"] == b["learning_rate"] and a["tokens"] == b["tokens"]
+    w_ref, w_res = mx.load(str(ref / "adapters.safetensors")), mx.load(str(out / "adapters.safetensors"))
+    assert w_ref.keys() == w_res.keys()
+    for k in w_ref:
+        np.testing.assert_allclose(np.array(w_ref[k]), np.array(w_res[k]), rtol=1e-4, atol=1e-5)
+    assert not list(out.glob(".*.tmp*"))
+    _log("kill9-train", point=point, killed_at_step=step)
