@@ -109,3 +109,17 @@ def test_run_cli_bad_param_files_exit_2_one_line(tmp_path: Path) -> None:
         assert proc.stderr.strip() == f"error: {f}: {what}" or (
             proc.stderr.startswith(f"error: {f}: ") and what in proc.stderr), proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_other_readers_name_file_and_line(tmp_path: Path) -> None:
+    """Model labels (YAML), gate tables and adapter configs (JSON) use the strict readers too."""
+    from lekutils.report.labels import load_models
+    from lekutils.train.adapters import AdapterError, read_adapter_config
+
+    labels = tmp_path / "models.yaml"
+    labels.write_text("models:\n  a: {label: A}\n  a: {label: B}\n")
+    with pytest.raises(DataError, match="line 3, column 3: duplicate key 'a'"):
+        load_models(labels)
+    (tmp_path / "adapter_config.json").write_bytes(b'{"num_layers": 2,\n "x": "\xff"}')
+    with pytest.raises(AdapterError, match="line 2: adapter config is not UTF-8"):
+        read_adapter_config(tmp_path)
