@@ -176,3 +176,25 @@ def test_kernel_death_is_one_short_message_with_path_and_resume_hint(tmp_path: P
     assert "re-run the same command to resume" in err[0]
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "interrupted" and m["executions"][0]["status"] == "interrupted"
+
+
+def test_sigterm_marks_the_manifest_interrupted_at_once(sleepy) -> None:
+    root, out = sleepy
+    proc = subprocess.Popen(_cli(root, out, "-p", "steps=60"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "notebooks" / "sleepy.ipynb").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "re-run the same command to resume" in err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "interrupted" and m["executions"][0]["status"] == "interrupted"
+    assert lock.holder(out, True) is None  # the lock's sidecar is gone with the run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,14 @@ def _on_event(kind: str, ex: Execution, info: dict[str, Any]) -> None:
         print(f"    done in {info['duration_s']:.1f}s -> {ex.output}", flush=True)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; 0 on success, 1 when a notebook fails, 2 on bad parameters or data or a locked run folder."""
+    if not args.dry_run:  # SIGTERM ends the run like Ctrl-C: the manifest records it as interrupted
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         overrides = parse_overrides(args.param or [])
         manifest = run_pipeline(
