@@ -1,13 +1,13 @@
 # The LEK curriculum workbook. Two commands do everything on a fresh Linux or macOS machine:
-#   make run   - set up .venv, then execute the whole notebook pipeline of PROFILE (default: smoke)
+#   make run   - set up .venv, then execute the whole notebook pipeline of PROFILE (default: demo, the study)
 #   make test  - set up .venv, then run the test suite
 PYTHON ?= python3
 VENV ?= .venv
-PROFILE ?= smoke
+PROFILE ?= demo
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lek-installed
 
-.PHONY: setup run test lab lint strip clean-runs
+.PHONY: setup run smoke test lab lint strip clean-runs
 
 setup: $(STAMP)
 
@@ -21,6 +21,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: setup
 	$(PY) -m lekutils run --profile $(PROFILE)
+
+smoke: setup
+	$(PY) -m lekutils run --profile smoke
 
 test: setup
 	$(PY) -m pytest

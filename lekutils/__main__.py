@@ -1,7 +1,8 @@
 """The workbook's command line: ``python -m lekutils COMMAND ...`` (or ``lek COMMAND ...``).
 
 Commands: run (execute notebooks), score (re-score A/B files), gates (check a phase's gates),
-bench (benchmarks), kernelspec (register the Jupyter kernel spec). One module per command in
+bench (benchmarks), kernelspec (register the Jupyter kernel spec), review (accept/reject distilled
+examples without the panel). One module per command in
 ``lekutils/runner/cmd_*.py``, each with ``add_parser(subparsers)`` setting ``func``.
 """
 
@@ -15,12 +16,12 @@ from lekutils.core.blas import reexec_with_fast_blas
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lekutils.runner import cmd_bench, cmd_gates, cmd_kernelspec, cmd_run, cmd_score
+    from lekutils.runner import cmd_bench, cmd_gates, cmd_kernelspec, cmd_review, cmd_run, cmd_score
 
     parser = argparse.ArgumentParser(prog="python -m lekutils", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (cmd_run, cmd_score, cmd_gates, cmd_bench, cmd_kernelspec):
+    for command in (cmd_run, cmd_score, cmd_gates, cmd_bench, cmd_kernelspec, cmd_review):
         command.add_parser(sub)
     return parser
 

@@ -54,3 +54,24 @@ def test_time_budget_hours() -> None:
     assert df.iloc[-1]["phase"] == "total" and df.iloc[-1]["curriculum_training_h"] == "18-24"
     slow = time_budget(plan, gen_tokens_per_s=100.0, train_tokens_per_s=36.0, throughput_scale=200)
     assert slow.iloc[-1]["training_h"] == pytest.approx(200 * df.iloc[-1]["training_h"])
+
+
+def test_plan_from_banks_uses_the_real_bank_sizes(repo_root) -> None:
+    import yaml
+
+    from lekutils.data.compose import bank_sizes
+    from lekutils.train.budget import plan_from_banks
+
+    table = yaml.safe_load((repo_root / "params" / "gemma3-27b" / "curriculum.yaml").read_text())
+    assert table["defaults"]["train"]["budget_from_banks"] is True
+    plan = table["defaults"]["train"]["curriculum_plan"]
+    sizes = bank_sizes()
+    real = plan_from_banks(plan)
+    assert [p.prompts for p in real] == [r["user_turns"] for r in sizes]
+    assert real[3].prompts == 300 + 30 * 3 + 30 * 4  # single-turn + the turns of 60 conversations
+    assert [p.samples_per_prompt for p in real] == [p["samples_per_prompt"] for p in plan]
+    # a phase missing from the sizes keeps its planned prompts
+    assert plan_from_banks([PhasePlan(7, 5, 1, 10.0, 1, 10.0)], sizes)[0].prompts == 5
+    df = time_budget(real, gen_tokens_per_s=100.0, train_tokens_per_s=100.0)
+    assert df.loc[3, "generated_tokens"] == real[3].prompts * plan[3]["samples_per_prompt"] * plan[3][
+        "gen_tokens_per_sample"]

@@ -123,12 +123,38 @@ def test_phase_without_row_or_section(curriculum: tuple[Path, Path], tmp_path: P
         load_pipeline("t", root)
 
 
-@pytest.mark.parametrize("profile", ["smoke", "gemma3-27b"])
+@pytest.mark.parametrize("profile", ["smoke", "gemma3-27b", "demo"])
 def test_shipped_tables_cover_five_phases(profile: str, repo_root: Path) -> None:
     table = load_curriculum(repo_root / "params" / profile / "curriculum.yaml")
     assert sorted(table.phases) == [0, 1, 2, 3, 4]
     assert [table.title(k) for k in range(5)] == ["creative baseline lock", "deep axiom reasoning",
                                                   "multi-perspective", "adversarial resilience", "synthesis"]
     names = [e.name for e in load_pipeline(profile) if e.phase is not None]
-    assert names == [f"10_self_distill_phase{k}" for k in range(5)] + [f"{(k + 2) * 10}_phase{k}_train"
-                                                                       for k in range(5)]
+    assert sorted(names) == sorted([f"10_self_distill_phase{k}" for k in range(5)]
+                                   + [f"{(k + 2) * 10}_phase{k}_train" for k in range(5)])
+    train = [n for n in names if n.endswith("_train")]
+    assert train == sorted(train)  # phases train in order, each from the previous adapter
+
+
+def test_demo_study_never_trains_on_its_evaluation_probes() -> None:
+    """Held-out discipline of the default study: every distillation prompt (with its rephrasings) is
+    checked against the probes the gates evaluate on, by id and near-duplicate text."""
+    from lekutils.data.diversity import refuse_heldout_overlap
+    from lekutils.data.probes import load_probes
+    from lekutils.runner.params import notebook_parameters
+    from lekutils.tasks.distill import with_rephrasings
+
+    def params(e):  # the notebook's defaults under the resolved values
+        return {**{k: s.default for k, s in notebook_parameters(e.notebook).items()}, **e.parameters}
+
+    executions = resolve(load_pipeline("demo"), "demo")
+    evals = {tuple(params(e)["gate_probe_files"]) for e in executions if e.notebook.stem == "20_train_phase"}
+    assert len(evals) == 1
+    (eval_files,) = evals
+    for e in executions:
+        if e.notebook.stem != "10_self_distill":
+            continue
+        p = params(e)
+        assert tuple(p["heldout_files"]) == eval_files, e.name
+        prompts = load_probes(*p["prompt_files"])
+        refuse_heldout_overlap(with_rephrasings(prompts) if p["rephrasings"] else prompts, eval_files)

@@ -45,15 +45,21 @@ def test_parameter_defaults_are_distill_settings() -> None:
 
 @pytest.mark.parametrize("profile", ["smoke", "gemma3-27b"])
 def test_phase_parameter_files_validate(profile: str) -> None:
-    expect = {"smoke": None, "gemma3-27b": {0: 10.0, 1: 24.0, 2: 22.0, 3: 20.0, 4: 25.0}}[profile]
+    expect = {"smoke": None, "gemma3-27b": {0: 0.0, 1: 24.0, 2: 22.0, 3: 20.0, 4: 25.0}}[profile]
     for k in range(5):
         p = {**_defaults(), **_execution(profile, k).parameters}
-        assert p["phase"] == k and (p["kernel"] == "") == (k == 0) and (p["keep_on"] == "structural") == (k == 0)
-        assert p["temperature"] == (0.9 if k == 0 else 0.8) and p["rephrasings"] == (k == 1)
+        phase0_rule = "structural" if profile == "smoke" else "none"  # gemma3-27b: no score gate in phase 0
+        assert p["phase"] == k and (p["kernel"] == "") == (k == 0) and (p["keep_on"] == phase0_rule) == (k == 0)
+        assert p["temperature"] == (0.9 if k == 0 else 0.8)
         if expect:
             assert p["keep_threshold"] == expect[k] and p["samples_per_prompt"] == 8 and p["max_tokens"] == 4096
+            # the v2 banks; phase 1's file holds its own rephrasings; phase 3 requires the safety review
+            names = ("creative", "phase1-axiom", "phase2-multiperspective", "phase3-adversarial", "phase4-synthesis")
+            assert p["prompt_files"] == [f"data/prompts/{names[k]}-v2.json"]
+            assert p["rephrasings"] is False and p["require_review"] == (k == 3)
         else:
-            assert p["samples_per_prompt"] == 2 and p["max_tokens"] == 64
+            assert p["samples_per_prompt"] == 2 and p["max_tokens"] == 64 and p["rephrasings"] == (k == 1)
+            assert p["require_review"] is False
         for f in p["prompt_files"]:
             assert Path(f).exists() or (PARAMS_DIR.parent / f).exists()
 

@@ -152,7 +152,8 @@ def test_extract_end_to_end_loads_with_mlx_lm(tmp_path: Path) -> None:
     res = extract(raw, tmp_path / "out", dedup="best", rejected=[("R", 0)], seed=1)
     # best per probe drops A#0; B and A#1 are distinct; R rejected in review
     assert res.counts() == {"loaded": 6, "after_dedup": 5, "near_duplicates": 0, "rejected_in_review": 1,
-                            "train": 3, "valid": 1}
+                            "unreviewed": 0, "review_required": False, "train": 3, "valid": 1,
+                            "train_lines": 3, "valid_lines": 1, "conversations": 0}
     res_all = extract(raw, tmp_path / "all", dedup="all", seed=1)
     assert res_all.counts()["near_duplicates"] == 1 and res_all.near_duplicates[0].dropped == ("A", 0)
     for line in res.train_path.read_text().splitlines() + res.valid_path.read_text().splitlines():

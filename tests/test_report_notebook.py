@@ -67,7 +67,7 @@ def test_notebook_on_upstream_files_reproduces_published_means(repo_root: Path, 
         for d in (run_dir / "figures", figs):
             assert (d / f"{name}.png").stat().st_size > 0 and (d / f"{name}.pdf").stat().st_size > 0
     for table in ("kernel_effect", "category_means", "extreme_probes", "degeneration", "v1_v2", "lineage",
-                  "finetune_effect", "curriculum_progress"):
+                  "finetune_effect", "curriculum_progress", "curriculum_volume"):
         assert (run_dir / "tables" / f"{table}.csv").is_file(), table
     out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     last = out.cells[-1].outputs[0]["data"]

@@ -80,6 +80,8 @@ def test_27b_profile_has_curriculum_values() -> None:
         assert v["gates"] == {"creative": {"min": 13.0}, "average": {"min": 21.0}, "worst": {"min": 8.0},
                               "kernel_response": {"above": 0.0}, "degeneration": {"max": 0}}
         assert v["allow_gate_failure"] is False
+        # phase 3 trains conversations (one example per assistant turn): loss on every answer needs mask_prompt
+        assert v["mask_prompt"] == (k == 3) and v["budget_from_banks"] is True
 
 
 def test_phase_notebook_trains_then_failing_gate_stops_it(tmp_path: Path) -> None:

@@ -50,21 +50,11 @@ print("BENCH " + json.dumps({"stamps": stamps, "steps": r.steps}))
 
 
 def write_bench_data(d: Path, n_train: int, n_valid: int = 4, seed: int = 0) -> Path:
-    """Synthetic chat examples of varied length (deterministic)."""
-    import random
+    """Synthetic chat examples of varied length (deterministic): answers of 40-120 words."""
+    from lekutils.engine.models.tiny import CHAT_WORDS, write_chat_data
 
-    words = ("care consent dignity trust autonomy harm repair listen protect choice truth kindness power "
-             "agency voice respect boundary question answer story river lantern bridge garden").split()
-    rng = random.Random(seed)
-    d.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("valid", n_valid)):
-        with open(d / f"{split}.jsonl", "w", encoding="utf-8") as fh:
-            for i in range(n):
-                q = " ".join(rng.choice(words) for _ in range(rng.randint(5, 15)))
-                a = " ".join(rng.choice(words) for _ in range(rng.randint(40, 120)))
-                fh.write(json.dumps({"messages": [{"role": "user", "content": f"{i}. {q}?"},
-                                                  {"role": "assistant", "content": a}]}) + "\n")
-    return d
+    words = (*CHAT_WORDS, "river", "lantern", "bridge", "garden")
+    return write_chat_data(d, n_train, n_valid, seed, question_words=(5, 15), answer_words=(40, 120), words=words)
 
 
 def _env() -> dict[str, str]:

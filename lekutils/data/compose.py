@@ -230,8 +230,9 @@ def bank_sizes(prompts_dir: PathLike | None = None) -> list[dict[str, Any]]:
     """Per phase: the design's target, the composer's plan and the size of the written bank.
 
     One row per phase: ``phase``, ``file``, ``design_target``, ``planned``, ``prompts``,
-    ``scenarios`` (distinct ``scenario`` values) and ``multi_turn`` (records with ``turns``); for
-    the time/memory budget and the report's planned/generated/kept table.
+    ``scenarios`` (distinct ``scenario`` values), ``multi_turn`` (records with ``turns``) and
+    ``user_turns`` (user turns in all: a conversation counts each of its turns, i.e. the
+    generations per sample); for the time/memory budget and the report's planned/generated/kept table.
     """
     prompts_dir = Path(prompts_dir) if prompts_dir is not None else default_eval_path().parents[1] / "prompts"
     rows = []
@@ -241,5 +242,6 @@ def bank_sizes(prompts_dir: PathLike | None = None) -> list[dict[str, Any]]:
         rows.append({"phase": phase, "file": path.name, "design_target": DESIGN_TARGETS[phase],
                      "planned": planned_records(phase), "prompts": len(recs),
                      "scenarios": len({r.get("scenario", r["id"]) for r in recs}),
-                     "multi_turn": sum(1 for r in recs if r.get("turns"))})
+                     "multi_turn": sum(1 for r in recs if r.get("turns")),
+                     "user_turns": sum(len(r.get("turns") or [0]) for r in recs)})
     return rows

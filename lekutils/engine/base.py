@@ -43,12 +43,18 @@ class SamplerSettings:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt: ``user`` text, optional ``system`` text (the kernel), ``n_samples`` samples."""
+    """One prompt: ``user`` text, optional ``system`` text (the kernel), ``n_samples`` samples.
+
+    ``messages`` holds the earlier turns of a conversation (``{"role": "user"|"assistant",
+    "content"}`` dicts, alternating, starting with a user turn); ``user`` is then the last user
+    turn. Empty (the default) is a single-turn prompt.
+    """
 
     key: str
     user: str
     system: str | None = None
     n_samples: int = 1
+    messages: tuple[dict[str, str], ...] = ()
 
 
 @dataclass
@@ -218,7 +224,7 @@ def _generate_items(engine: Generator, items: list[tuple[GenerationRequest, int]
     for r, s in items:
         prev = by_key.get(r.key, (r, 0))[1]
         by_key[r.key] = (r, max(prev, s + 1))
-    reqs = [GenerationRequest(r.key, r.user, r.system, n) for r, n in by_key.values()]
+    reqs = [GenerationRequest(r.key, r.user, r.system, n, r.messages) for r, n in by_key.values()]
     only = {(r.key, s) for r, s in items}
     if on_result is None:
         return engine.generate(reqs, sampler, only=only)

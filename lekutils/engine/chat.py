@@ -11,6 +11,7 @@ Three paths, recorded in :attr:`PromptInfo.format`:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,20 +67,40 @@ def _encode(tokenizer: Any, text: str, *, special: bool) -> list[int]:
     return ids
 
 
-def build_prompt(tokenizer: Any, user: str, system: str | None = None) -> PromptInfo:
-    """Render one user turn (with an optional system text/kernel) ready for generation."""
+def build_prompt(tokenizer: Any, user: str, system: str | None = None,
+                 history: Sequence[Mapping[str, str]] = ()) -> PromptInfo:
+    """Render one user turn (with an optional system text/kernel) ready for generation.
+
+    ``history`` holds the conversation's earlier turns (user/assistant messages, alternating,
+    starting with a user turn); ``user`` is then the last user turn. The chat template renders all
+    of them; the system text opens the conversation as in a single turn (a system message, or
+    folded into the FIRST user turn), so it stays the prompts' common prefix. Without history the
+    output is exactly the single-turn prompt.
+    """
     hf = _hf(tokenizer)
+    turns = _history(history) + [{"role": "user", "content": user}]
     if not has_chat_template(tokenizer):
-        text = (f"{system}\n\n" if system else "") + f"User: {user}\nAssistant:"
+        text = (f"{system}\n\n" if system else "") + "".join(
+            f"User: {m['content']}\n" if m["role"] == "user" else f"Assistant: {m['content']}\n"
+            for m in turns[:-1]) + f"User: {user}\nAssistant:"
         return PromptInfo(_encode(tokenizer, text, special=True), text, "plain")
     if system is None:
-        messages = [{"role": "user", "content": user}]
+        messages = turns
         fmt = "system_role" if supports_system_role(tokenizer) else "folded"
     elif supports_system_role(tokenizer):
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        messages = [{"role": "system", "content": system}, *turns]
         fmt = "system_role"
     else:
-        messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
+        messages = [{"role": "user", "content": f"{system}\n\n{turns[0]['content']}"}, *turns[1:]]
         fmt = "folded"
     text = hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return PromptInfo(_encode(tokenizer, text, special=False), text, fmt)
+
+
+def _history(history: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """The earlier turns as plain dicts, checked: user, assistant, user, ..., ending in an assistant turn."""
+    out = [{"role": str(m["role"]), "content": str(m["content"])} for m in history]
+    roles = [m["role"] for m in out]
+    if roles != ["user", "assistant"] * (len(out) // 2) or len(out) % 2:
+        raise ValueError(f"history must alternate user, assistant, ... and end with an assistant turn; got {roles}")
+    return out

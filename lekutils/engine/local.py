@@ -323,7 +323,8 @@ class Engine:
     def check(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings) -> None:
         """Refuse (:class:`~lekutils.engine.base.ContextLengthError`) prompts that, with
         ``max_tokens``, do not fit the model's context, naming every one of them."""
-        lengths = [(r.key, len(build_prompt(self.tokenizer, r.user, r.system).tokens)) for r in requests]
+        lengths = [(r.key, len(build_prompt(self.tokenizer, r.user, r.system, r.messages).tokens))
+                   for r in requests]
         check_context(lengths, sampler.max_tokens, self.context_length)
 
     def generate(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings,
@@ -346,7 +347,7 @@ class Engine:
                 raise ValueError(f"request {r.key!r}: n_samples must be >= 0")
             if r.system not in prefixes:
                 prefixes[r.system] = self._prefix_tokens(r.system)
-            prompts.append(_Prompt(build_prompt(self.tokenizer, r.user, r.system), prefixes[r.system]))
+            prompts.append(_Prompt(build_prompt(self.tokenizer, r.user, r.system, r.messages), prefixes[r.system]))
         work = [(i, s) for i, r in enumerate(requests) for s in range(r.n_samples)
                 if only is None or (r.key, s) in only]
         per_req = Counter(i for i, _ in work)

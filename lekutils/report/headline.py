@@ -117,7 +117,8 @@ def _statement(e: dict[str, Any]) -> str:
 def internalisation(df: pd.DataFrame, base: str, final: str | None = None, *, n_boot: int = 10_000,
                     seed: int = 0) -> pd.DataFrame:
     """Per kernel condition: the kernel's paired effect on the base and on the final model, and the
-    share of the base model's kernel gap that the final model's bare (baseline) answers closed."""
+    share of the base model's kernel gap that the final model's bare (baseline) answers closed
+    (NaN unless the base model's gap is a significant gain: there is nothing to close otherwise)."""
     final = final or stages(df, base)[-1]
     rows = []
     lift = paired_delta(*_pair(_scores(df, base, BASELINE), _scores(df, final, BASELINE)), n_boot=n_boot, seed=seed)
@@ -126,7 +127,7 @@ def internalisation(df: pd.DataFrame, base: str, final: str | None = None, *, n_
             continue
         b = paired_delta(*_pair(_scores(df, base, BASELINE), _scores(df, base, cond)), n_boot=n_boot, seed=seed)
         f = paired_delta(*_pair(_scores(df, final, BASELINE), _scores(df, final, cond)), n_boot=n_boot, seed=seed)
-        closed = lift.delta / b.delta if b.delta > 0 else float("nan")
+        closed = lift.delta / b.delta if b.significant_gain else float("nan")  # only a real gap can be closed
         rows.append({"condition": cond, "n": b.n, "base_kernel_gap": b.delta, "base_gap_ci_low": b.ci_low,
                      "base_gap_ci_high": b.ci_high, "final_kernel_gap": f.delta, "final_gap_ci_low": f.ci_low,
                      "final_gap_ci_high": f.ci_high, "baseline_lift": lift.delta, "gap_closed_share": closed})

@@ -3,7 +3,10 @@
 The curriculum samples 10% of the kept examples for a human read. :class:`ReviewPanel` (ipywidgets)
 shows one example at a time -- prompt and response as escaped text, score and signals -- with
 accept / reject / note buttons; every click appends a decision to a review JSONL (the last decision
-for an example wins). Headless runs skip the panel and apply the file through :func:`rejected_keys`.
+for an example wins). Headless runs skip the panel and apply the file through :func:`rejected_keys`
+(and, where the phase requires review, :func:`accepted_keys`: only accepted examples are trained).
+The non-interactive path, ``python -m lekutils review accept|reject RAW.jsonl --ids ... | --all-kept``,
+writes the same decisions (:func:`record_decisions`).
 Model output is untrusted: everything shown is HTML-escaped.
 """
 
@@ -64,6 +67,32 @@ def rejected_keys(path: str | os.PathLike[str]) -> set[Key]:
     return {k for k, rec in load_decisions(path).items() if rec["decision"] == "reject"}
 
 
+def accepted_keys(path: str | os.PathLike[str]) -> set[Key]:
+    """Keys whose latest review decision is ``accept`` (empty when the file is absent)."""
+    return {k for k, rec in load_decisions(path).items() if rec["decision"] == "accept"}
+
+
+def select_examples(examples: Sequence[Example], ids: Sequence[str] = ()) -> list[Example]:
+    """The examples named by ``ids``: ``PROBE_ID`` (all its samples) or ``PROBE_ID:SAMPLE_IDX``;
+    raises ``ValueError`` naming every id that matches nothing."""
+    out, unknown = [], []
+    for ident in ids:
+        pid, _, idx = ident.rpartition(":") if ident.rpartition(":")[2].isdigit() else (ident, "", "")
+        hit = [e for e in examples if e.probe_id == pid and (not idx or e.sample_idx == int(idx))]
+        if not hit:
+            unknown.append(ident)
+        out.extend(e for e in hit if e not in out)
+    if unknown:
+        raise ValueError(f"no kept example matches {', '.join(unknown)}")
+    return out
+
+
+def record_decisions(path: str | os.PathLike[str], examples: Sequence[Example], decision: str, note: str = "",
+                     *, reviewer: str | None = None) -> list[dict[str, Any]]:
+    """Record one decision for each example (the non-interactive review path); returns the records."""
+    return [record_decision(path, e, decision, note, reviewer=reviewer) for e in examples]
+
+
 def record_decision(path: str | os.PathLike[str], example: Example, decision: str, note: str = "",
                     *, reviewer: str | None = None) -> dict[str, Any]:
     """Append one decision durably and return the record written."""
@@ -80,7 +109,8 @@ def record_decision(path: str | os.PathLike[str], example: Example, decision: st
 
 
 def render_example_html(example: Example, position: str = "", decision: Mapping[str, Any] | None = None) -> str:
-    """HTML for one example; prompt, response, ids and signals are escaped (shown as text)."""
+    """HTML for one example (a conversation: all its turns); prompt, response, ids and signals are
+    escaped (shown as text)."""
     esc = html.escape
     signals = example.meta.get("signals") or {}
     sig_rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>" for k, v in signals.items())
@@ -89,11 +119,16 @@ def render_example_html(example: Example, position: str = "", decision: Mapping[
         status = (f"<p><b>current decision:</b> {esc(str(decision.get('decision')))}"
                   f"{' - ' + esc(str(decision.get('note'))) if decision.get('note') else ''}</p>")
     pre = "white-space:pre-wrap;max-height:22em;overflow:auto;border:1px solid #ccc;padding:6px"
+    if example.conversation:  # a multi-turn example: every turn (the final answer was scored)
+        body = "".join(f"<p><b>{esc(str(m.get('role', '')).capitalize())}</b></p>"
+                       f"<pre style='{pre}'>{esc(str(m.get('content', '')))}</pre>" for m in example.conversation)
+    else:
+        body = (f"<p><b>Prompt</b></p><pre style='{pre}'>{esc(example.prompt)}</pre>"
+                f"<p><b>Response</b></p><pre style='{pre}'>{esc(example.response)}</pre>")
     return (
         f"<div><p><b>{esc(position)}</b> {esc(example.probe_id)} #{example.sample_idx} "
         f"&middot; category {esc(example.category)} &middot; <b>score {example.lek_score:.2f}</b></p>{status}"
-        f"<p><b>Prompt</b></p><pre style='{pre}'>{esc(example.prompt)}</pre>"
-        f"<p><b>Response</b></p><pre style='{pre}'>{esc(example.response)}</pre>"
+        f"{body}"
         f"<details><summary>signals</summary><table>{sig_rows}</table></details></div>"
     )
 

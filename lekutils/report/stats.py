@@ -137,6 +137,11 @@ class PairedDelta:
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
+    @property
+    def significant_gain(self) -> bool:
+        """The CI lies above 0."""
+        return bool(np.isfinite(self.ci_low) and self.ci_low > 0)
+
 
 def paired_delta(
     base: ArrayLike,

@@ -23,7 +23,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``run`` subcommand to an ``argparse`` subparsers object."""
     p = subparsers.add_parser("run", help=HELP, description=__doc__)
     p.add_argument("notebooks", nargs="*", help="executions or notebooks to run (default: the whole pipeline)")
-    p.add_argument("--profile", default="smoke", help="params/<profile>/pipeline.yaml (default: smoke)")
+    p.add_argument("--profile", default="demo",
+                   help="params/<profile>/pipeline.yaml (default: demo, the study; smoke: the quick plumbing run)")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                    help="parameter override (highest precedence); scope with EXECUTION.KEY=VALUE")
     p.add_argument("-f", "--file", action="append", metavar="YAML", help="extra parameter file")

@@ -34,7 +34,7 @@ from lekutils.scoring.rules import structural_score
 
 log = logging.getLogger(__name__)
 
-KEEP_ON = ("lek_score", "structural")
+KEEP_ON = ("lek_score", "structural", "none")
 GENERATION_TYPES = ("training", "generation")
 _CONFIG_KEY = ("__config__", -1)
 _SUMMARY_KEY = ("__summary__", -1)
@@ -54,10 +54,11 @@ class DistillSettings:
     """Everything that decides what a distillation phase generates and keeps.
 
     ``keep_on`` picks the number compared with ``keep_threshold``: ``lek_score`` (the whole v2
-    score) or ``structural`` (penalties plus the structural signals only). ``kernel`` is a kernel
-    file whose raw text is the system message; None runs bare. An answer cut off at ``max_tokens``
-    is excluded by default (a truncated target teaches the model to stop mid-sentence or to
-    ramble); ``trim_truncated`` cuts it back to its last complete paragraph or sentence
+    score) or ``structural`` (penalties plus the structural signals only); ``none`` is no score
+    gate (phase 0: every finished answer is kept, a manual review sample decides). ``kernel`` is a
+    kernel file whose raw text is the system message; None runs bare. An answer cut off at
+    ``max_tokens`` is excluded by default (a truncated target teaches the model to stop mid-sentence
+    or to ramble); ``trim_truncated`` cuts it back to its last complete paragraph or sentence
     (:func:`trim_to_boundary`) and judges that complete text instead; ``allow_truncated`` keeps it
     as it is.
     """
@@ -180,9 +181,9 @@ def _keep(rec: Record, settings: DistillSettings) -> Record:
     signals = {k: v for k, v in scores.items() if k != "lek_score"}
     lek = float(scores["lek_score"])
     structural = structural_score(signals, rec["scorer"])
-    value = lek if settings.keep_on == "lek_score" else structural
+    value = structural if settings.keep_on == "structural" else lek
     complete = finished or trimmed is not None
-    kept = value >= settings.keep_threshold and (complete or settings.allow_truncated)
+    kept = _passes(value, settings) and (complete or settings.allow_truncated)
     out = {k: v for k, v in rec.items() if k not in ("key", "heuristic", "sample_seed", "content_key")}
     out.update({"type": "training" if kept else "generation", "kept": kept, "lek_score": lek,
                 "structural_score": structural, "keep_on": settings.keep_on, "keep_value": value,
@@ -191,8 +192,12 @@ def _keep(rec: Record, settings: DistillSettings) -> Record:
     if trimmed is not None:
         out.update({"trimmed": True, "target": trimmed, "response_lek_score": float(rec["lek_score"])})
     if kept:
-        out["training"] = {"messages": [{"role": "user", "content": rec["prompt"]},
-                                        {"role": "assistant", "content": target}]}
+        if rec.get("conversation"):
+            messages = [dict(m) for m in rec["conversation"]]
+            messages[-1]["content"] = target  # the final answer (trimmed if it was cut off)
+        else:
+            messages = [{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": target}]
+        out["training"] = {"messages": messages}
         out["meta"] = {"probe_id": rec["prompt_id"], "category": rec["category"],
                        "sample_idx": rec["sample_idx"], "lek_score": lek, "chars": len(target),
                        "time_s": round(rec["time_s"], 3), "model": settings.model,
@@ -200,7 +205,14 @@ def _keep(rec: Record, settings: DistillSettings) -> Record:
                        "ts": rec["ts"], "phase": settings.phase, "source_probe": rec["source_probe"],
                        "rephrase_type": rec["rephrase_type"], "scorer": rec["scorer"], "signals": signals,
                        "trimmed": trimmed is not None}
+        if rec.get("conversation"):
+            out["meta"]["turns"] = rec["n_turns"]
     return out
+
+
+def _passes(value: float, settings: DistillSettings) -> bool:
+    """Whether a score passes the score gate (always, with ``keep_on="none"``)."""
+    return settings.keep_on == "none" or value >= settings.keep_threshold
 
 
 def distill_summary(records: Sequence[Record], settings: DistillSettings, *, probes: int,
@@ -211,11 +223,12 @@ def distill_summary(records: Sequence[Record], settings: DistillSettings, *, pro
     kept = [r for r in records if r.get("kept")]
     best = max(records, key=lambda r: (r["keep_value"], r["lek_score"]), default=None)
     truncated = [r for r in records if r.get("truncated")]
-    excluded = [r for r in truncated if r["keep_value"] >= settings.keep_threshold and not r["kept"]]
+    excluded = [r for r in truncated if _passes(r["keep_value"], settings) and not r["kept"]]
     trimmed = [r for r in records if r.get("trimmed")]
     return {
         "type": "summary", "phase": settings.phase, "model": settings.model, "adapter": settings.adapter,
         "probes": probes, "samples_per_probe": settings.samples,
+        "conversations": sum(1 for r in records if r.get("conversation")),
         "total_generated": len(records), "total_kept": len(kept),
         "keep_rate": round(100.0 * len(kept) / max(len(records), 1), 1),
         "cut_off": len(truncated), "excluded_truncated": len(excluded), "trimmed": len(trimmed),
@@ -270,11 +283,25 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
         model, tokenizer = load(settings.model, adapter_path=settings.adapter)
         return Engine(model, tokenizer, batch_size=settings.batch_size, model_spec=settings.model)
 
+    loaded: list[Any] = []
+
+    def get_engine() -> Any:  # loaded once, only when something is missing, shared by all turns
+        if engine is not None:
+            return engine
+        if not loaded:
+            loaded.append(load_engine())
+        return loaded[0]
+
     with lock.hold(work_path(raw_path), folder=False, wait=True):  # the task and the output file
         sweep_temp_files(raw_path)  # a killed run's half-written output
-        run = run_task(items, spec, work_path(raw_path), generator=engine or load_engine, stale=stale,
+        run = run_task(items, spec, work_path(raw_path), generator=get_engine, stale=stale,
                        chunk_size=settings.chunk_size, progress=progress, store_every=settings.store_every)
-        records = [_keep(r, settings) for r in run.records]
+        raw_records = run.records
+        conversations = {p.id: [p.prompt, *later_turns(p)] for p in probes if later_turns(p)}
+        if conversations:
+            raw_records = _conversation_turns(raw_records, conversations, items, spec, raw_path, get_engine,
+                                              settings, progress, stale)
+        records = [_keep(r, settings) for r in raw_records]
         scorer_version = str(get_scorer(settings.scorer).version)
         config = {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
                   "probes": len(probes), "probes_hash": probes_hash(probes)}
@@ -294,6 +321,78 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
             f"max_tokens. Lower keep_threshold or raise samples/max_tokens in the phase's row of the "
             f"curriculum table.", summary)
     return summary
+
+
+def later_turns(probe: Any) -> list[str]:
+    """A multi-turn probe's user turns after the first (its ``turns`` minus the first, which is
+    ``prompt``); ``[]`` for a single-turn probe."""
+    turns = (getattr(probe, "extra", None) or {}).get("turns") or []
+    if not all(isinstance(t, str) and t.strip() for t in turns):
+        raise ValueError(f"probe {probe.id!r}: every turn must be a non-empty string")
+    return list(turns[1:])
+
+
+def planned_generations(probes: Sequence[Any], samples: int) -> int:
+    """Generations a phase makes: one per sample and user turn (for a progress bar)."""
+    return samples * sum(1 + len(later_turns(p)) for p in probes)
+
+
+def turn_work_path(raw_path: str | os.PathLike[str], turn: int) -> Path:
+    """The work file of a conversation turn ``turn`` >= 2: ``<stem>.turn<N>.partial.jsonl`` beside ``raw_path``."""
+    raw = Path(raw_path)
+    return raw.with_name(f"{raw.stem}.turn{turn}.partial.jsonl")
+
+
+_SUMMED = ("generation_tokens", "time_s", "prefill_s", "decode_s", "wall_s")
+
+
+def _conversation_turns(records: list[Record], conversations: dict[str, list[str]], items: Sequence[Any],
+                        spec: Any, raw_path: str | os.PathLike[str], generator: Any,
+                        settings: DistillSettings, progress: Any, stale: str) -> list[Record]:
+    """Generate the later assistant turns of the multi-turn probes and fold each conversation into
+    one record (the final answer's scores; the whole conversation in ``conversation``).
+
+    Turn ``t`` (2, 3, ...) is one resumable task (:func:`turn_work_path`) over every (probe,
+    sample) conversation that has a turn ``t``, batched across conversations; its items carry the
+    earlier turns as messages, so the content key of a turn changes with any earlier answer.
+    """
+    from lekutils.tasks.loop import TaskItem, run_task
+
+    fields = {it.key: dict(it.fields) for it in items}
+    keys = [(r["prompt_id"], r["sample_idx"]) for r in records if r["prompt_id"] in conversations]
+    first = {(r["prompt_id"], r["sample_idx"]): r for r in records}
+    history = {k: [{"role": "user", "content": conversations[k[0]][0]},
+                   {"role": "assistant", "content": first[k]["response"]}] for k in keys}
+    turns: dict[tuple[str, int], list[Record]] = {k: [first[k]] for k in keys}
+    for t in range(1, max(len(c) for c in conversations.values())):
+        active = [k for k in keys if len(conversations[k[0]]) > t]
+        turn_items = [TaskItem(f"{pid}#s{s}", conversations[pid][t], items[0].system, 1,
+                               {**fields[pid], "turn": t + 1}, tuple(history[(pid, s)])) for pid, s in active]
+        run = run_task(turn_items, spec, turn_work_path(raw_path, t + 1), generator=generator, stale=stale,
+                       chunk_size=settings.chunk_size, progress=progress, store_every=settings.store_every)
+        for k, rec in zip(active, run.records, strict=True):
+            history[k] += [{"role": "user", "content": conversations[k[0]][t]},
+                           {"role": "assistant", "content": rec["response"]}]
+            turns[k].append(rec)
+    out = []
+    for r in records:
+        k = (r["prompt_id"], r["sample_idx"])
+        if k not in turns:
+            out.append(r)
+            continue
+        recs = turns[k]
+        final = {**recs[-1], "key": r["key"], "sample_idx": r["sample_idx"]}
+        final.pop("turn", None)
+        for name in _SUMMED:
+            final[name] = round(sum(float(x.get(name) or 0) for x in recs), 4)
+        final["generation_tokens"] = int(final["generation_tokens"])
+        if any(x.get("finish_reason") == "length" for x in recs):
+            final["finish_reason"] = "length"  # a cut-off earlier turn would be trained on too
+        final.update({"conversation": history[k], "n_turns": len(recs),
+                      "turn_finish_reasons": [x.get("finish_reason") for x in recs],
+                      "turn_scores": [x["lek_score"] for x in recs]})
+        out.append(final)
+    return out
 
 
 def _same(old: Record, new: Record) -> bool:

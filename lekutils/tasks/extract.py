@@ -42,15 +42,28 @@ class Example:
     lek_score: float
     group: str  # the probe a rephrasing came from (split keeps a group on one side)
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    #: the whole conversation (user/assistant messages) of a multi-turn example; () for one turn
+    conversation: tuple = field(default=(), compare=False, hash=False)
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.probe_id, self.sample_idx)
 
     def chat(self) -> dict[str, list[dict[str, str]]]:
-        """The mlx-lm chat-format line for this example."""
+        """The mlx-lm chat-format line for this example (a conversation: the whole conversation)."""
+        if self.conversation:
+            return {"messages": [dict(m) for m in self.conversation]}
         return {"messages": [{"role": "user", "content": self.prompt},
                              {"role": "assistant", "content": self.response}]}
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The training lines: :meth:`chat`, or for a conversation one line per assistant turn
+        (:func:`lekutils.data.conversations.expand_for_training`; train with ``mask_prompt``)."""
+        if not self.conversation:
+            return [self.chat()]
+        from lekutils.data.conversations import expand_for_training
+
+        return expand_for_training(self.conversation, conversation=f"{self.probe_id}#s{self.sample_idx}")
 
 
 def example_from_record(rec: Mapping[str, Any], *, path: object = "<records>", line: int | None = None) -> Example:
@@ -63,6 +76,9 @@ def example_from_record(rec: Mapping[str, Any], *, path: object = "<records>", l
         meta = {}
     msgs = training.get("messages") if isinstance(training, dict) else None
     user = assistant = None
+    conversation: tuple = ()
+    if isinstance(msgs, list) and sum(1 for m in msgs if isinstance(m, dict) and m.get("role") == "assistant") > 1:
+        conversation = tuple(dict(m) for m in msgs)
     if isinstance(msgs, list):
         for m in msgs:
             if isinstance(m, dict) and m.get("role") == "user" and user is None:
@@ -87,6 +103,7 @@ def example_from_record(rec: Mapping[str, Any], *, path: object = "<records>", l
         lek_score=float(meta["lek_score"]),
         group=str(meta.get("source_probe") or probe_id),
         meta=dict(meta),
+        conversation=conversation,
     )
 
 
@@ -231,11 +248,20 @@ class ExtractResult:
     stats: pd.DataFrame
     train_path: Path
     valid_path: Path
+    #: examples left out because the phase requires review and they were not accepted
+    unreviewed: list[tuple[str, int]] = field(default_factory=list)
+    review_required: bool = False
 
     def counts(self) -> dict[str, int]:
+        """Counts per step; ``train``/``valid`` are examples, ``*_lines`` the lines written (a
+        conversation gives one line per assistant turn), ``conversations`` the multi-turn examples."""
         return {"loaded": self.loaded, "after_dedup": self.after_dedup,
                 "near_duplicates": len(self.near_duplicates), "rejected_in_review": len(self.rejected_in_review),
-                "train": len(self.train), "valid": len(self.valid)}
+                "unreviewed": len(self.unreviewed), "review_required": self.review_required,
+                "train": len(self.train), "valid": len(self.valid),
+                "train_lines": sum(len(e.lines()) for e in self.train),
+                "valid_lines": sum(len(e.lines()) for e in self.valid),
+                "conversations": sum(1 for e in self.train + self.valid if e.conversation)}
 
 
 @dataclass
@@ -259,29 +285,62 @@ def candidates(raw_path: str | os.PathLike[str], *, dedup: str = "best", near_du
 
 def extract(raw_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, dedup: str = "best",
             near_dup_threshold: float = 0.7, shingle_k: int = 3, rejected: Iterable[tuple[str, int]] = (),
-            valid_fraction: float = 0.1, seed: int = 0) -> ExtractResult:
-    """Run dedup -> near-dup -> review rejections -> split; write ``train.jsonl`` / ``valid.jsonl``.
+            valid_fraction: float = 0.1, seed: int = 0, require_review: bool = False,
+            accepted: Iterable[tuple[str, int]] = ()) -> ExtractResult:
+    """Run dedup -> near-dup -> review -> split; write ``train.jsonl`` / ``valid.jsonl``.
 
-    ``rejected`` holds the (probe_id, sample_idx) keys a reviewer rejected
-    (see :func:`lekutils.report.review.rejected_keys`). Raises ``ValueError`` when nothing is left to train on.
+    ``rejected`` holds the (probe_id, sample_idx) keys a reviewer rejected and ``accepted`` those
+    accepted (see :func:`lekutils.report.review.rejected_keys` / ``accepted_keys``). With
+    ``require_review`` (phase 3's safety review) only accepted examples are written; the others
+    are counted as ``unreviewed``. A conversation (multi-turn example) is written as one line per
+    assistant turn (:meth:`Example.lines`), all in the same split. Raises ``ValueError`` when
+    nothing is left to train on.
     """
     cand = candidates(raw_path, dedup=dedup, near_dup_threshold=near_dup_threshold, shingle_k=shingle_k,
                       seed=seed)
-    rejected_set = set(rejected)
+    rejected_set, accepted_set = set(rejected), set(accepted)
     reviewed = [e for e in cand.examples if e.key not in rejected_set]
     dropped_review = [e.key for e in cand.examples if e.key in rejected_set]
+    unreviewed = [e.key for e in reviewed if e.key not in accepted_set] if require_review else []
+    if require_review:
+        reviewed = [e for e in reviewed if e.key in accepted_set]
     if len(reviewed) < 2:
+        hint = (f"; this phase requires review: accept examples in the review panel or with `python -m lekutils "
+                f"review accept {raw_path} --ids ...` ({len(unreviewed)} unreviewed)" if require_review else "")
         raise ValueError(f"{raw_path}: {len(reviewed)} training example(s) left, at least 2 are needed (one for "
                          f"validation): kept {cand.loaded}, after dedup "
                          f"{cand.after_dedup}, near-duplicates {len(cand.near_duplicates)}, rejected in review "
-                         f"{len(dropped_review)})")
+                         f"{len(dropped_review)}){hint}")
     train, valid = split_train_valid(reviewed, valid_fraction=valid_fraction, seed=seed)
     out = Path(out_dir)
-    train_path = atomic_write_jsonl(out / "train.jsonl", [e.chat() for e in train])
-    valid_path = atomic_write_jsonl(out / "valid.jsonl", [e.chat() for e in valid])
+    train_path = atomic_write_jsonl(out / "train.jsonl", [line for e in train for line in e.lines()])
+    valid_path = atomic_write_jsonl(out / "valid.jsonl", [line for e in valid for line in e.lines()])
     log.info("extracted %d train / %d valid examples from %s", len(train), len(valid), raw_path)
     return ExtractResult(cand.loaded, cand.after_dedup, cand.near_duplicates, dropped_review, train, valid,
-                         category_stats(reviewed), train_path, valid_path)
+                         category_stats(reviewed), train_path, valid_path, unreviewed, require_review)
+
+
+def has_multi_turn(data_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``train.jsonl`` or ``valid.jsonl`` of a data folder holds multi-turn examples (a line
+    with an assistant message before its last message, as :meth:`Example.lines` writes them)."""
+    for name in ("train.jsonl", "valid.jsonl"):
+        path = Path(data_dir) / name
+        if not path.is_file():
+            continue
+        for _, rec in iter_jsonl(path):
+            msgs = rec.get("messages") or []
+            if int(rec.get("turns") or 1) > 1 or any(m.get("role") == "assistant" for m in msgs[:-1]):
+                return True
+    return False
+
+
+def check_mask_prompt(data_dir: str | os.PathLike[str], mask_prompt: bool) -> None:
+    """Refuse to train on multi-turn expansions without ``mask_prompt``: mlx-lm would then train every
+    token, the user turns and the earlier answers (repeated once per expansion) included."""
+    if not mask_prompt and has_multi_turn(data_dir):
+        raise ValueError(f"{data_dir} holds multi-turn conversations (one example per assistant turn), which "
+                         "need mask_prompt: true so that each example trains only its last assistant turn; set "
+                         "mask_prompt: true in the phase's train section of the curriculum table")
 
 
 def check_mlx_dataset(data_dir: str | os.PathLike[str], tokenizer: Any, *, mask_prompt: bool = True) -> dict[str, int]:

@@ -53,6 +53,8 @@ class TaskItem:
     """One prompt of a task: ``samples`` answers to ``user`` (with ``system`` as system text).
 
     ``fields`` are copied into every record of the item (probe id, condition, category, ...).
+    ``messages`` are a conversation's earlier turns (user/assistant dicts; ``user`` is the last
+    user turn), empty for a single-turn prompt.
     """
 
     key: str
@@ -60,6 +62,7 @@ class TaskItem:
     system: str | None = None
     samples: int = 1
     fields: Mapping[str, Any] = field(default_factory=dict)
+    messages: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,10 @@ def content_key(spec: TaskSpec, item: TaskItem) -> str:
     model = spec.model.get("sha256") or spec.model.get("spec")
     adapter = (spec.adapter or {}).get("sha256") or (spec.adapter or {}).get("path")
     system = None if item.system is None else sha256_bytes(item.system.encode("utf-8"))
-    return sha256_json([item.user, system, model, adapter, spec.sampler.to_dict()], length=16)
+    parts = [item.user, system, model, adapter, spec.sampler.to_dict()]
+    if item.messages:  # a conversation's earlier turns (single-turn keys stay as they were)
+        parts.append([[m["role"], m["content"]] for m in item.messages])
+    return sha256_json(parts, length=16)
 
 
 def store_key(rec: Record) -> tuple[str, int]:
@@ -234,7 +240,7 @@ def _run_locked(items: Sequence[TaskItem], spec: TaskSpec, work_path: Path, scor
             generated += store.extend(_record(by_key[r.key], r, ck[r.key], scorer, share) for r in results
                                       if (r.key, r.sample_idx) not in store)
 
-        requests = [GenerationRequest(it.key, it.user, it.system, it.samples) for it in items]
+        requests = [GenerationRequest(it.key, it.user, it.system, it.samples, tuple(it.messages)) for it in items]
         stats = generate_resumable(engine, requests, spec.sampler, is_done=lambda k, i: (k, i) in store,
                                    on_chunk=on_chunk, chunk_size=chunk_size, progress=progress,
                                    store_every=store_every) or {}

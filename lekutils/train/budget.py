@@ -157,6 +157,24 @@ class PhasePlan:
     train_tokens_per_iter: float
 
 
+def plan_from_banks(plan: Sequence[PhasePlan | Mapping[str, Any]],
+                    sizes: Sequence[Mapping[str, Any]] | None = None) -> list[PhasePlan]:
+    """The plan with each phase's ``prompts`` replaced by its v2 bank's real size
+    (:func:`lekutils.data.compose.bank_sizes`; ``user_turns``: a conversation counts once per user
+    turn, since each turn is generated). Samples and tokens stay the plan's assumptions; a phase
+    without a bank keeps its planned prompts."""
+    from lekutils.data.compose import bank_sizes
+
+    by_phase = {int(r["phase"]): r for r in (bank_sizes() if sizes is None else sizes)}
+    out = []
+    for p in plan:
+        p = p if isinstance(p, PhasePlan) else PhasePlan(**p)
+        row = by_phase.get(int(p.phase))
+        n = int(row.get("user_turns") or row.get("prompts") or 0) if row else 0
+        out.append(PhasePlan(**{**asdict(p), "prompts": n or p.prompts}))
+    return out
+
+
 def time_budget(plan: Sequence[PhasePlan | Mapping[str, Any]], *, gen_tokens_per_s: float,
                 train_tokens_per_s: float, throughput_scale: float = 1.0, label: str = "this machine") -> Any:
     """Hours per phase for generation and training from measured throughputs (a DataFrame with a

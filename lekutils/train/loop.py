@@ -201,7 +201,8 @@ def train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: st
 
     ``model`` is the base model (no LoRA layers yet); ``data_dir`` holds ``train.jsonl`` and
     ``valid.jsonl`` (mlx-lm chat format). ``previous_adapter`` is phase K-1's adapter directory.
-    A finished phase with the same config, data and previous adapter is not retrained.
+    A finished phase with the same config, data and previous adapter is not retrained. Data with
+    multi-turn conversations (one example per assistant turn) needs ``cfg.mask_prompt``.
     ``progress(step, iters, row)`` is called after every step.
 
     The phase folder is locked for the run (:mod:`lekutils.core.lock`): a second process training
@@ -218,6 +219,9 @@ def train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: st
 def _train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: Path, out_dir: Path, *,
                  previous_adapter: str | os.PathLike[str] | None, model_info: Mapping[str, Any] | None,
                  progress: Callable[[int, int, dict], None] | None) -> PhaseResult:
+    from lekutils.tasks.extract import check_mask_prompt
+
+    check_mask_prompt(data_dir, cfg.mask_prompt)  # multi-turn expansions train only with mask_prompt
     for tmp in clean_temp_files(out_dir):
         log.warning("%s: removed %s left by an interrupted save", out_dir, tmp.name)
     train_recs = load_chat_jsonl(data_dir / "train.jsonl")

@@ -141,9 +141,12 @@ def gate_summary(stage: Stage, report: GateReport) -> str:
 
 
 def budgets(stage: Stage, result: PhaseResult, base: Any, report: GateReport, *, bits: float, seq_len: int,
-            rank: int, num_layers: int, curriculum_plan: Sequence[Any]) -> tuple[Any, Any, str]:
+            rank: int, num_layers: int, curriculum_plan: Sequence[Any],
+            budget_from_banks: bool = False) -> tuple[Any, Any, str]:
     """Memory budgets (this model at its settings, and Gemma3-27B at the curriculum's), the time budget
-    from the throughputs measured here (None without a plan) and a line of measured throughputs."""
+    from the throughputs measured here (None without a plan) and a line of measured throughputs.
+    With ``budget_from_banks`` the plan's prompts per phase are the v2 banks' real sizes
+    (:func:`lekutils.train.budget.plan_from_banks`)."""
     import pandas as pd
 
     from lekutils.tasks.abtest import load_ab
@@ -153,6 +156,7 @@ def budgets(stage: Stage, result: PhaseResult, base: Any, report: GateReport, *,
         budget_table,
         memory_budget,
         parameter_count,
+        plan_from_banks,
         time_budget,
     )
 
@@ -170,6 +174,8 @@ def budgets(stage: Stage, result: PhaseResult, base: Any, report: GateReport, *,
     line = (f"curriculum estimate for 27B: about 20 GB in all on a 96 GB machine\n"
             f"measured here: generation {gen_tps:.1f} tokens/s, training {result.tokens_per_s:.1f} tokens/s")
     times = None
+    if curriculum_plan and budget_from_banks:
+        curriculum_plan = plan_from_banks(curriculum_plan)
     if curriculum_plan and gen_s and result.tokens_per_s > 0:
         here = time_budget(curriculum_plan, gen_tokens_per_s=gen_tps, train_tokens_per_s=result.tokens_per_s,
                            label=f"{stage.model} here")

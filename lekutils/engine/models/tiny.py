@@ -155,20 +155,24 @@ CHAT_WORDS = ("care consent dignity trust autonomy harm repair listen protect ch
               "power agency voice respect boundary question answer story").split()
 
 
-def write_chat_data(d: Any, n_train: int = 24, n_valid: int = 6, seed: int = 0) -> Any:
-    """Small chat JSONL train/valid files (deterministic), each answer a short word sequence."""
+def write_chat_data(d: Any, n_train: int = 24, n_valid: int = 6, seed: int = 0, *,
+                    question_words: tuple[int, int] = (3, 8), answer_words: tuple[int, int] = (6, 20),
+                    words: tuple[str, ...] = ()) -> Any:
+    """Chat JSONL train/valid files (deterministic): random questions and answers of ``question_words``
+    / ``answer_words`` (min, max) words drawn from ``words`` (default :data:`CHAT_WORDS`)."""
     import json
     import random
     from pathlib import Path
 
+    words = words or tuple(CHAT_WORDS)
     rng = random.Random(seed)
     d = Path(d)
     d.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("valid", n_valid)):
         with open(d / f"{split}.jsonl", "w", encoding="utf-8") as fh:
             for i in range(n):
-                q = " ".join(rng.choice(CHAT_WORDS) for _ in range(rng.randint(3, 8)))
-                a = " ".join(rng.choice(CHAT_WORDS) for _ in range(rng.randint(6, 20)))
+                q = " ".join(rng.choice(words) for _ in range(rng.randint(*question_words)))
+                a = " ".join(rng.choice(words) for _ in range(rng.randint(*answer_words)))
                 msgs = [{"role": "user", "content": f"q{i}: {q}?"}, {"role": "assistant", "content": a}]
                 fh.write(json.dumps({"messages": msgs}) + "\n")
     return d
