@@ -90,21 +90,32 @@ def test_stale_work_file_replaced_or_refused(tmp_path: Path) -> None:
 
 
 SCRIPT = """
-import sys, time
+import json, sys, time
 from lekutils.tasks.abtest import run_ab
 from lekutils.engine.base import SamplerSettings
 from lekutils.engine.local import Engine
 from lekutils.data.kernels import conditions
 from lekutils.engine.models.tiny import tiny
 from lekutils.data.probes import load_probes
+
+
+class Loud(Engine):  # reports each row as it finishes, so the test can count what a kill lost
+    def generate(self, *a, on_result=None, **k):
+        def report(r):
+            print("FIN", json.dumps([r.key, r.sample_idx]), flush=True)
+            if on_result is not None:
+                on_result(r)
+        return super().generate(*a, on_result=report, **k)
+
+
 model, tok = tiny("llama", "system", seed=1)
 probes = load_probes("data/probes/eval-v1.json")[:{n}]
 pause = float(sys.argv[2])
 summary = run_ab("tiny:system", probes, conditions(), sys.argv[1], sampler=SamplerSettings(max_tokens={mt}),
-                 engine=Engine(model, tok, batch_size=2, model_spec="tiny:system"), chunk_size=2,
+                 engine=Loud(model, tok, batch_size=8, model_spec="tiny:system"), store_every=STORE_EVERY,
                  progress=lambda n: time.sleep(pause))
 print("DONE", summary["generated_this_run"])
-"""
+""".replace("STORE_EVERY", "2")
 N_PROBES, MAX_TOKENS = 4, 12
 
 
@@ -131,9 +142,12 @@ def test_kill9_then_resume_completes_exactly_once(tmp_path: Path, repo_root: Pat
         time.sleep(0.01)
     assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stdout.read()}"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    finished = {tuple(json.loads(ln[4:])) for ln in proc.communicate(timeout=30)[0].splitlines()
+                if ln.startswith("FIN ")}
     done_before = _lines(part)
-    assert 2 <= done_before < total and not out.exists()
+    assert 2 <= done_before < 8 and not out.exists()  # stored before the first batch of 8 was done
+    stored = {(r["key"], r["sample_idx"]) for r in map(json.loads, part.read_text().splitlines())}
+    assert stored <= finished and len(finished - stored) <= 2  # a kill loses at most store_every results
     with part.open("ab") as fh:  # a torn last write, as a crash inside write() would leave
         fh.write(b'{"id": "E01_IDENTITY_SHEL')
 

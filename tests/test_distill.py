@@ -176,8 +176,22 @@ from lekutils.core.blas import reexec_with_fast_blas
 reexec_with_fast_blas()
 from test_distill import make_probes, settings, tiny_engine
 from lekutils.tasks.distill import distill
+import json
 slow = float(sys.argv[2])
-s = distill(make_probes(8), sys.argv[1], settings(), engine=tiny_engine(),
+eng = tiny_engine(batch_size=8)
+plain = eng.generate
+
+
+def generate(*a, on_result=None, **k):  # reports each row as it finishes: the test counts what a kill lost
+    def report(r):
+        print("FIN", json.dumps([r.key, r.sample_idx]), flush=True)
+        if on_result is not None:
+            on_result(r)
+    return plain(*a, on_result=report, **k)
+
+
+eng.generate = generate
+s = distill(make_probes(8), sys.argv[1], settings(batch_size=8, chunk_size=None, store_every=2), engine=eng,
             progress=lambda n: time.sleep(slow))
 print("DONE", s["total_generated"], s["total_kept"])
 """
@@ -204,9 +218,12 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path, repo_r
         time.sleep(0.01)
     assert proc.poll() is None, f"run ended before the kill:\n{proc.stdout.read()}"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    finished = {tuple(json.loads(ln[4:])) for ln in proc.communicate(timeout=30)[0].splitlines()
+                if ln.startswith("FIN ")}
     done = work.read_bytes().count(b"\n")
     assert 4 <= done < 24 and read_summary(killed) is None and not killed.exists()
+    stored = {(r["key"], r["sample_idx"]) for r in map(json.loads, work.read_text().splitlines())}
+    assert stored <= finished and len(finished - stored) <= 2  # a kill loses at most store_every results
     with work.open("ab") as fh:  # a torn write, as a crash inside write() leaves
         fh.write(b'{"type": "generation", "prompt_id": "T0')
 

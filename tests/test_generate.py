@@ -138,8 +138,25 @@ def test_generate_resumable_equals_uninterrupted():
 
     st2 = generate_resumable(eng, reqs, s, is_done=lambda k, i: (k, i) in stored, on_chunk=on_chunk, chunk_size=5)
     assert st2["chunks_skipped"] == 1 and st2["chunks_generated"] == 2
-    assert [len(c) for c in calls] == [5, 2]  # the incomplete chunk is regenerated whole
+    assert [len(c) for c in calls] == [3, 2]  # only the missing items of the incomplete chunk
     assert {k: v.tokens for k, v in stored.items()} == {k: v.tokens for k, v in full.items()}
+
+
+def test_results_are_stored_as_rows_finish_in_small_groups():
+    """Batching stays 8 wide, but results reach the store in groups of at most ``store_every`` as
+    rows finish: a kill loses at most one unstored group plus the rows still decoding."""
+    model, tok = tiny("llama", "system")
+    eng = Engine(model, tok, batch_size=8)
+    reqs = [GenerationRequest(r.key, r.user, r.system, n_samples=4) for r in REQUESTS]
+    s = SamplerSettings(temperature=0.9, max_tokens=8, seed=3)
+    seen: list[GenerationResult] = []
+    direct = eng.generate(reqs, s, on_result=seen.append)
+    assert sorted((r.key, r.sample_idx) for r in seen) == sorted((r.key, r.sample_idx) for r in direct)
+    groups: list[int] = []
+    st = generate_resumable(eng, reqs, s, is_done=lambda k, i: False, on_chunk=lambda rs: groups.append(len(rs)),
+                            store_every=3)
+    assert st["chunks"] == -(-len(direct) // 8) and max(groups) <= 3 and sum(groups) == len(direct)
+    assert st["stored_groups"] == len(groups) > st["chunks"]
 
 
 def test_top_p_candidate_shortcut_matches_full_sort(monkeypatch):

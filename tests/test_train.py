@@ -78,11 +78,18 @@ def test_sigkill_mid_phase_then_resume_matches_uninterrupted(tmp_path: Path) -> 
     ref = _run(tmp_path, data, tmp_path / "ref", -1, TINY)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
+    # keep_checkpoints=2 (the default): of the checkpoints at 4, 6, 10, 12 only 10 and 12 remain
+    assert sorted(p.name for p in (tmp_path / "ref").glob("*_state.json")) == \
+        ["0000010_state.json", "0000012_state.json"]
+    assert len(list((tmp_path / "ref").glob("0*_adapters.safetensors"))) == 2
+
     out = tmp_path / "killed"
     killed = _run(tmp_path, data, out, 8, TINY)  # checkpoints at 4, 6, 10, 12: dies after step 8
     assert killed.returncode == -signal.SIGKILL
     assert not (out / "lineage.json").exists()
     assert max(r["step"] for r in read_jsonl(out / "metrics.jsonl")) == 8
+    stale = out / ".0000010_adapters.12345.tmp.safetensors"  # what a kill inside a save leaves
+    stale.write_bytes(b"partial")
 
     resumed = _run(tmp_path, data, out, -1, TINY)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -104,6 +111,31 @@ def test_sigkill_mid_phase_then_resume_matches_uninterrupted(tmp_path: Path) -> 
         np.testing.assert_allclose(np.array(w_ref[k]), np.array(w_res[k]), rtol=1e-4, atol=1e-5)
     lin = json.loads((out / "lineage.json").read_text())
     assert lin["complete"] and lin["resumed_from"] == 6 and lin["steps"] == 12
+    assert not stale.exists() and not list(out.glob(".*.tmp*"))  # cleaned on start
+    assert sorted(p.name for p in out.glob("*_state.json")) == ["0000010_state.json", "0000012_state.json"]
+
+
+def test_keep_checkpoints_zero_keeps_all_and_is_not_in_the_resume_key(tmp_path: Path) -> None:
+    from lekutils.train.checkpoints import resume_key
+
+    assert resume_key(PhaseConfig(keep_checkpoints=0), {}, None) == resume_key(PhaseConfig(), {}, None)
+    with pytest.raises(DataError, match="keep_checkpoints"):
+        PhaseConfig(keep_checkpoints=-1)
+    data = write_chat_data(tmp_path / "data")
+    r = _run(tmp_path, data, tmp_path / "all", -1, {**TINY, "keep_checkpoints": 0})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((tmp_path / "all").glob("*_state.json"))) == 4
+
+
+def test_second_trainer_on_a_phase_folder_fails_at_once(tmp_path: Path) -> None:
+    from lekutils.core import lock
+
+    data = write_chat_data(tmp_path / "data")
+    out = tmp_path / "phase"
+    with lock.hold(out, folder=True):  # another trainer holds the folder
+        r = _run(tmp_path, data, out, -1, TINY)
+    assert r.returncode != 0 and "LockedError" in r.stderr and str(out) in r.stderr
+    assert f"PID {os.getpid()}" in r.stderr
 
 
 def test_chain_loads_previous_adapter_and_mlx_lm_loads_result(tmp_path: Path) -> None:

@@ -53,6 +53,88 @@ def _parse_line(raw: bytes, n: int, problems: list[Problem]) -> Record | None:
     return obj
 
 
+def duplicate_keys(text: str, line_offset: int = 0) -> list[Problem]:
+    """Problems naming every key repeated within one object of a (valid) JSON text, with its line.
+
+    ``json`` keeps the last of repeated keys silently; the workbook refuses them. ``line_offset``
+    is added to the line numbers (for a JSONL line).
+    """
+    if text.count('"') < 4:
+        return []
+    from bisect import bisect_right
+    from json.decoder import scanstring
+
+    newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+    problems: list[Problem] = []
+    stack: list[list[Any]] = []  # [is_object, {key: line}, expecting_key]
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "{":
+            stack.append([True, {}, True])
+        elif ch == "[":
+            stack.append([False, None, False])
+        elif ch in "}]":
+            if stack:
+                stack.pop()
+        elif ch == ",":
+            if stack and stack[-1][0]:
+                stack[-1][2] = True
+        elif ch == '"':
+            try:
+                value, end = scanstring(text, i + 1)
+            except ValueError:
+                return problems  # not valid JSON: the parser's own error names the place
+            top = stack[-1] if stack else None
+            if top is not None and top[0] and top[2]:
+                line = bisect_right(newlines, i) + 1 + line_offset
+                if value in top[1]:
+                    problems.append(Problem(f"duplicate key {value!r} (first on line {top[1][value]})", line=line))
+                else:
+                    top[1][value] = line
+                top[2] = False
+            i = end
+            continue
+        i += 1
+    return problems
+
+
+def _has_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise _Duplicate()
+    return d
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def loads_strict(text: str, path: object, line_offset: int = 0) -> Any:
+    """``json.loads`` that raises :class:`DataError` (file, line, column) on bad JSON and on
+    repeated keys in an object (which ``json`` would silently resolve to the last)."""
+    try:
+        return json.loads(text, object_pairs_hook=_has_duplicates)
+    except _Duplicate:
+        raise DataError(path, duplicate_keys(text, line_offset)) from None
+    except json.JSONDecodeError as e:
+        raise DataError(path, Problem(f"invalid JSON: {e.msg}", line=e.lineno + line_offset,
+                                      column=e.colno)) from None
+
+
+def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    """A UTF-8 JSON file's value; :class:`DataError` naming the file (and line) on any problem:
+    a directory, an unreadable file, bad UTF-8, bad JSON, repeated keys."""
+    path = Path(path)
+    raw = _read_bytes(path, what)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(path, Problem(f"{what} is not UTF-8 text (byte {e.start})", line=line)) from None
+    return loads_strict(text, path)
+
+
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Record]]:
     """Yield ``(line_number, record)`` for each non-blank line; raise :class:`DataError` naming the
     file and lines on bad UTF-8 or bad JSON (all problems of the file in one error).
@@ -95,6 +177,20 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def sweep_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files a killed atomic write of ``path`` left beside it
+    (``.<name>.*.tmp``); call it only while holding the file's lock. Returns what was removed."""
+    path = Path(path)
+    gone = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else []:
+        try:
+            tmp.unlink()
+            gone.append(tmp)
+        except OSError:
+            pass
+    return gone
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

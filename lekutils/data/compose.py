@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lekutils.core.jsonl import atomic_write_text
+from lekutils.core.jsonl import atomic_write_text, read_json_file
 from lekutils.data.banks import load_banks
 from lekutils.data.diversity import (
     HELDOUT_THRESHOLD,
@@ -238,7 +238,7 @@ def bank_sizes(prompts_dir: PathLike | None = None) -> list[dict[str, Any]]:
     rows = []
     for phase in PHASE_NAMES:
         path = bank_path(prompts_dir, phase)
-        recs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+        recs = read_json_file(path, "prompt file") if path.is_file() else []
         rows.append({"phase": phase, "file": path.name, "design_target": DESIGN_TARGETS[phase],
                      "planned": planned_records(phase), "prompts": len(recs),
                      "scenarios": len({r.get("scenario", r["id"]) for r in recs}),

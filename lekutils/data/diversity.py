@@ -328,12 +328,12 @@ def figures_table(figures: Iterable[PhaseFigures]) -> str:
 def measure_files(paths: Sequence[Any], eval_path: Any, threshold: float = NEAR_DUP_THRESHOLD,
                   heldout_threshold: float = HELDOUT_THRESHOLD) -> list[PhaseFigures]:
     """:func:`measure` each prompt file (seed format, loaded raw so ``turns`` stay) against ``eval_path``."""
-    import json
     from pathlib import Path
 
+    from lekutils.core.jsonl import read_json_file
     from lekutils.data.probes import load_probes
 
     load_probes(*paths)  # validate the files first (ids unique across them, required fields)
     evals = [p.to_dict() for p in load_probes(eval_path)]
-    return [measure(Path(p).name, json.loads(Path(p).read_text(encoding="utf-8")), evals, threshold,
+    return [measure(Path(p).name, read_json_file(p, "prompt file"), evals, threshold,
                     heldout_threshold) for p in paths]

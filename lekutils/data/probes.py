@@ -22,7 +22,7 @@ from typing import Any
 
 from lekutils.core.errors import DataError, Problem, read_text_file
 from lekutils.core.hashing import sha256_file, tagged
-from lekutils.core.jsonl import atomic_write_json
+from lekutils.core.jsonl import atomic_write_json, loads_strict
 
 PathLike = str | os.PathLike[str]
 
@@ -111,9 +111,9 @@ def _line_of(text: str, pos: int) -> int:
 def _parse_json_list(text: str) -> tuple[list[tuple[int, Any]], list[Problem]]:
     """Parse a JSON list, returning ``(line, element)`` pairs so that problems can name lines."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        return [], [Problem(f"invalid JSON: {e.msg}", line=e.lineno, column=e.colno)]
+        data = loads_strict(text, "")
+    except DataError as e:
+        return [], e.problems
     if not isinstance(data, list):
         return [], [Problem(f"expected a JSON list of probe objects, got {type(data).__name__}", line=1)]
     # The text is valid JSON: walk it again with raw_decode to find where each element starts.
@@ -137,9 +137,9 @@ def _parse_jsonl(text: str) -> tuple[list[tuple[int, Any]], list[Problem]]:
         if not line.strip():
             continue
         try:
-            out.append((n, json.loads(line)))
-        except json.JSONDecodeError as e:
-            problems.append(Problem(f"invalid JSON: {e.msg}", line=n, column=e.colno))
+            out.append((n, loads_strict(line, "", line_offset=n - 1)))
+        except DataError as e:
+            problems.extend(e.problems)
     return out, problems
 
 

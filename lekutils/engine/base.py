@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["ContextLengthError", "GenerationRequest", "GenerationResult", "Generator", "SamplerSettings", "check_context",
-           "generate_resumable", "sample_seed"]
+           "STORE_EVERY", "generate_resumable", "sample_seed"]
 
 
 @dataclass(frozen=True)
@@ -125,54 +125,107 @@ class Generator(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings,
                  progress: Callable[[int], None] | None = None, *,
                  only: set[tuple[str, int]] | None = None) -> list[GenerationResult]: ...
+    # Optionally also ``on_result: Callable[[GenerationResult], None] | None`` (keyword): each
+    # result as its row finishes; :func:`generate_resumable` then stores results before the batch ends.
+
+
+#: Default group size in which :func:`generate_resumable` hands finished results to ``on_chunk``.
+STORE_EVERY = 4
+
+
+def _streams(engine: Generator) -> bool:
+    """Whether ``engine.generate`` takes ``on_result`` (results reported as rows finish)."""
+    import inspect
+
+    try:
+        return "on_result" in inspect.signature(engine.generate).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def generate_resumable(engine: Generator, requests: Sequence[GenerationRequest], sampler: SamplerSettings, *,
                        is_done: Callable[[str, int], bool],
                        on_chunk: Callable[[list[GenerationResult]], None],
                        chunk_size: int | None = None,
-                       progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Generate in fixed chunks of the flattened (request, sample) list, skipping finished chunks.
+                       progress: Callable[[int], None] | None = None,
+                       store_every: int = STORE_EVERY) -> dict[str, Any]:
+    """Generate the missing items of the flattened (request, sample) list; hand results to
+    ``on_chunk`` in groups of at most ``store_every`` as soon as they finish.
 
-    Chunks are cut from the work list independently of what is done; a chunk whose every item
-    ``is_done(key, sample_idx)`` is skipped, any other chunk is regenerated whole (all its results
-    go to ``on_chunk``; the caller's store drops keys it already has). Sampling depends only on
-    (seed, key, sample_idx), so a resumed run equals an uninterrupted one.
+    The engine gets fixed chunks of ``chunk_size`` items (default: its batch size, so batching
+    stays as wide as it is), cut from the work list independently of what is done; of each chunk
+    only the items not ``is_done(key, sample_idx)`` are generated. An engine whose ``generate``
+    takes ``on_result`` reports each row as it finishes, so a kill loses at most the finished
+    rows of one unstored group (fewer than ``store_every``) plus the rows still decoding; other
+    engines' results are handed over when their chunk is done. Sampling depends only on (seed,
+    key, sample_idx) and the engine's rows do not depend on their batch mates, so a resumed run
+    equals an uninterrupted one.
     """
     chunk_size = chunk_size or engine.batch_size
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if store_every < 1:
+        raise ValueError(f"store_every must be >= 1, got {store_every}")
     work = [(r, s) for r in requests for s in range(r.n_samples)]
     pending = [r for r in requests if not all(is_done(r.key, s) for s in range(r.n_samples))]
     if pending:
         engine.check(pending, sampler)  # before any generation: a bad prompt fails now, not hours later
     stats = {"items": len(work), "chunks": 0, "chunks_skipped": 0, "chunks_generated": 0,
-             "generated": 0, "time_s": 0.0}
+             "generated": 0, "stored_groups": 0, "store_every": store_every, "time_s": 0.0}
+    streams = _streams(engine)
     t0 = time.perf_counter()
+    buf: list[GenerationResult] = []
+
+    def flush() -> None:
+        if not buf:
+            return
+        group = list(buf)
+        buf.clear()
+        on_chunk(group)
+        stats["generated"] += len(group)
+        stats["stored_groups"] += 1
+        if progress is not None:
+            progress(len(group))
+
+    def take(res: GenerationResult) -> None:
+        buf.append(res)
+        if len(buf) >= store_every:
+            flush()
+
     for c in range(0, len(work), chunk_size):
         chunk = work[c: c + chunk_size]
         stats["chunks"] += 1
-        if all(is_done(r.key, s) for r, s in chunk):
+        todo = [(r, s) for r, s in chunk if not is_done(r.key, s)]
+        if progress is not None and len(todo) < len(chunk):
+            progress(len(chunk) - len(todo))
+        if not todo:
             stats["chunks_skipped"] += 1
-            if progress is not None:
-                progress(len(chunk))
             continue
-        results = _generate_items(engine, chunk, sampler)
-        on_chunk(results)
+        seen: set[tuple[str, int]] = set()
+
+        def on_result(res: GenerationResult, seen: set[tuple[str, int]] = seen) -> None:
+            seen.add((res.key, res.sample_idx))
+            take(res)
+
+        results = _generate_items(engine, todo, sampler, on_result if streams else None)
+        for res in results:
+            if (res.key, res.sample_idx) not in seen:
+                take(res)
+        flush()
         stats["chunks_generated"] += 1
-        stats["generated"] += len(results)
-        if progress is not None:
-            progress(len(chunk))
     stats["time_s"] = time.perf_counter() - t0
     return stats
 
 
-def _generate_items(engine: Generator, items: list[tuple[GenerationRequest, int]],
-                    sampler: SamplerSettings) -> list[GenerationResult]:
+def _generate_items(engine: Generator, items: list[tuple[GenerationRequest, int]], sampler: SamplerSettings,
+                    on_result: Callable[[GenerationResult], None] | None = None) -> list[GenerationResult]:
     """Generate exactly the given (request, sample_idx) items (sampling depends on no other item)."""
     by_key: OrderedDict[str, tuple[GenerationRequest, int]] = OrderedDict()
     for r, s in items:
         prev = by_key.get(r.key, (r, 0))[1]
         by_key[r.key] = (r, max(prev, s + 1))
     reqs = [GenerationRequest(r.key, r.user, r.system, n, r.messages) for r, n in by_key.values()]
-    return engine.generate(reqs, sampler, only={(r.key, s) for r, s in items})
+    only = {(r.key, s) for r, s in items}
+    if on_result is None:
+        return engine.generate(reqs, sampler, only=only)
+    return engine.generate(reqs, sampler, only=only, on_result=on_result)

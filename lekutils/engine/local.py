@@ -259,11 +259,15 @@ class Engine:
         return out
 
     def _decode(self, rows: list[_Row], entries: list[_ReqCache], first: list[int],
-                sampler: SamplerSettings) -> float:
-        """Decode ``rows`` together from their per-row caches; returns the wall time."""
+                sampler: SamplerSettings, on_finish: Callable[[_Row, float], None] | None = None) -> float:
+        """Decode ``rows`` together from their per-row caches; returns the wall time.
+
+        ``on_finish(row, seconds)`` is called as soon as a row finishes (rows finish at different steps).
+        """
         import mlx.core as mx
 
         t0 = time.perf_counter()
+        finished: list[_Row] = []
         batch = self._batch_cache(entries)
         active = list(range(len(rows)))
         x = mx.array(first)
@@ -277,13 +281,20 @@ class Engine:
                 r = rows[i]
                 if t in self.stop_ids:
                     r.finish = "stop"
+                    finished.append(r)
                     continue
                 r.tokens.append(t)
                 if len(r.tokens) >= sampler.max_tokens:
                     r.finish = "length"
+                    finished.append(r)
                     continue
                 keep.append(j)
             self.stats["decode_tokens"] += len(active)
+            if on_finish is not None and finished:
+                now = time.perf_counter() - t0
+                for r in finished:
+                    on_finish(r, now)
+            finished.clear()
             if not keep:
                 break
             if len(keep) < len(active):
@@ -292,9 +303,12 @@ class Engine:
                 nxt = nxt[mx.array(keep)]
                 active = [active[j] for j in keep]
             x = nxt
-        for r in rows:
-            r.finish = r.finish or "length"
         dt = time.perf_counter() - t0
+        for r in rows:
+            if r.finish is None:
+                r.finish = "length"
+                if on_finish is not None:
+                    on_finish(r, dt)
         self.stats["decode_s"] += dt
         return dt
 
@@ -315,10 +329,13 @@ class Engine:
 
     def generate(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings,
                  progress: Callable[[int], None] | None = None, *,
-                 only: set[tuple[str, int]] | None = None) -> list[GenerationResult]:
+                 only: set[tuple[str, int]] | None = None,
+                 on_result: Callable[[GenerationResult], None] | None = None) -> list[GenerationResult]:
         """Generate every (request, sample); results in request order, then sample order.
 
         ``only`` restricts the work to these (key, sample_idx) pairs (used by resumable runs).
+        ``on_result`` receives each result as soon as its row finishes (rows of a batch finish at
+        different steps), so a caller can store it before the batch is done.
         """
         keys = [r.key for r in requests]
         if len(set(keys)) != len(keys):
@@ -353,19 +370,23 @@ class Engine:
             rows = [_Row(i, s, np.random.default_rng(sd), sd)
                     for i, s in items for sd in [sample_seed(sampler.seed, requests[i].key, s)]]
             pre_s = {i: req_caches[i].seconds / per_req[i] for i, _ in items}
-            dec_s = self._decode(rows, [req_caches[r.req] for r in rows],
-                                 [prompts[r.req].info.tokens[-1] for r in rows], sampler)
-            self.stats["prefill_s"] += sum(req_caches[i].seconds for i in set(pre_s) - counted)
-            counted.update(pre_s)
-            for r in rows:
+
+            def finish(r: _Row, dec_s: float, pre_s: dict[int, float] = pre_s) -> None:
                 p = prompts[r.req]
-                text = self.tokenizer.decode(r.tokens)
-                out[(r.req, r.sample_idx)] = GenerationResult(
-                    key=requests[r.req].key, sample_idx=r.sample_idx, text=text,
+                res = GenerationResult(
+                    key=requests[r.req].key, sample_idx=r.sample_idx, text=self.tokenizer.decode(r.tokens),
                     prompt_tokens=len(p.info.tokens), generation_tokens=len(r.tokens),
                     finish_reason=r.finish or "length", prompt_format=p.info.format,
                     time_s=pre_s[r.req] + dec_s, prefill_s=pre_s[r.req], decode_s=dec_s,
                     sampler=sampler.to_dict(), seed=r.seed, model=self.model_spec, tokens=list(r.tokens))
+                out[(r.req, r.sample_idx)] = res
+                if on_result is not None:
+                    on_result(res)
+
+            self._decode(rows, [req_caches[r.req] for r in rows], [prompts[r.req].info.tokens[-1] for r in rows],
+                         sampler, on_finish=finish)
+            self.stats["prefill_s"] += sum(req_caches[i].seconds for i in set(pre_s) - counted)
+            counted.update(pre_s)
             remaining.subtract(i for i, _ in items)
             for i in {i for i, _ in items}:
                 if remaining[i] <= 0:

@@ -11,10 +11,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from lekutils.core.errors import DataError, Problem
 from lekutils.core.paths import REPO_ROOT
+from lekutils.core.yamlfile import read_yaml_file
 
 
 @dataclass
@@ -64,11 +63,7 @@ class LabelTable:
 def load_models(path: str | os.PathLike[str] | None = None) -> LabelTable:
     """Read the model labels and probe sets (default ``params/models.yaml``); errors name the entry and field."""
     path = Path(path) if path is not None else REPO_ROOT / "params" / "models.yaml"
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise DataError(path, Problem(f"invalid YAML: {e}", line=mark.line + 1 if mark else None)) from e
+    doc = read_yaml_file(path, "model label file") or {}
     problems: list[Problem] = []
     models: list[ModelLabel] = []
     for i, entry in enumerate(doc.get("models") or []):

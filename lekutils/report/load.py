@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import glob
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from lekutils.core.errors import DataError, Problem
+from lekutils.core.jsonl import read_json_file
 from lekutils.core.paths import upstream_dir
 from lekutils.data.records import read_ab_file
 from lekutils.report.labels import LabelTable, load_models
@@ -274,10 +274,7 @@ def load_gates(patterns: str | Iterable[str], *, run_dir: str | os.PathLike[str]
     """
     rows: list[dict[str, Any]] = []
     for path in resolve_paths(patterns, run_dir=run_dir, root=root):
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(path, Problem(f"invalid JSON: {e.msg}", line=e.lineno, column=e.colno)) from e
+        doc = read_json_file(path, "gates file")
         entries = doc.get("gates", doc.get("table")) if isinstance(doc, dict) else doc
         if not isinstance(entries, list):
             raise DataError(path, "expected a list of gates (or an object with a 'gates' list)")

@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
         except DataError as e:
             errors.append(str(e))
         except OSError as e:
-            errors.append(f"{f}: {e.strerror or e}")
+            errors.append(f"{f}: cannot read: {e.strerror or e}")
     if errors:
-        print("error: nothing written\n" + "\n".join(errors), file=sys.stderr)
+        print("\n".join(f"error: {e}" for e in errors) + "\nnothing written", file=sys.stderr)
         return 2
     default_dir = run_dir("rescored")
     targets = [output_path(r.path, args.out, len(results), args.scorer, default_dir) for r in results]

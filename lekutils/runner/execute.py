@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lekutils.core.errors import ParameterError
-from lekutils.core.jsonl import atomic_write_json
+from lekutils.core import lock
+from lekutils.core.errors import DataError, ParameterError
+from lekutils.core.jsonl import atomic_write_json, read_json_file
 from lekutils.core.paths import PARAMS_DIR, REPO_ROOT, run_dir
 from lekutils.runner.manifest import build_manifest
 from lekutils.runner.profile import Execution, load_pipeline, notebook_path, resolve
@@ -59,6 +60,14 @@ class ExecutionFailed(RuntimeError):
                 f"  executed notebook: {self.output}\n  failing cell:\n{src}")
 
 
+class KernelDied(ExecutionFailed):
+    """The notebook's Jupyter kernel died (killed, out of memory, crashed) mid-execution."""
+
+    def __str__(self) -> str:
+        return (f"notebook '{self.name}': the Jupyter kernel died ({self.error}); executed notebook: "
+                f"{self.output}; re-run the same command to resume (finished work is kept)")
+
+
 def execute(ex: Execution, out_dir: Path, *, progress_bar: bool = True, kernel_name: str = KERNELSPEC_NAME,
             log_output: bool = False) -> Path:
     """Execute one notebook with Papermill into ``out_dir/notebooks/<name>.ipynb``."""
@@ -84,7 +93,45 @@ def execute(ex: Execution, out_dir: Path, *, progress_bar: bool = True, kernel_n
         except Exception:  # noqa: BLE001 - the error itself is what matters
             pass
         raise ExecutionFailed(ex.name, out, idx, count, source, f"{e.ename}: {e.evalue}") from None
+    except RuntimeError as e:  # nbclient's DeadKernelError, or a kernel that could not start
+        if type(e).__name__ != "DeadKernelError" and "kernel died" not in str(e).lower():
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        why = first if first and first.lower().rstrip(".") != "kernel died" else "killed, out of memory or crashed"
+        raise KernelDied(ex.name, out, None, None, "", why) from None
     return out
+
+
+LOCK_HINT = "wait for it to finish, or pass --wait-lock to wait for it"
+
+
+def _history_entry(old: Mapping[str, Any]) -> dict[str, Any]:
+    """A compact record of an earlier run for the manifest's ``history``."""
+    return {"created": old.get("created"), "command": old.get("command"), "status": old.get("status"),
+            "duration_s": old.get("duration_s"), "git": (old.get("git") or {}).get("commit"),
+            **({"interrupted_noticed": old["interrupted_noticed"]} if old.get("interrupted_noticed") else {}),
+            "executions": [{k: e.get(k) for k in ("name", "status", "started", "duration_s", "error") if k in e}
+                           for e in old.get("executions", [])]}
+
+
+def previous_runs(manifest_path: Path) -> list[dict[str, Any]]:
+    """The history of the run folder: earlier runs (oldest first), the last one marked ``interrupted``
+    if its runner died while it was ``running`` (we hold the folder's lock, so it is not running)."""
+    if not manifest_path.exists():
+        return []
+    try:
+        old = read_json_file(manifest_path, "manifest")
+    except DataError:
+        return []  # an unreadable manifest is replaced; the run folder's records are what matter
+    if not isinstance(old, dict):
+        return []
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if old.get("status") in (None, "running") or any(e.get("status") == "running" for e in old.get("executions", [])):
+        old["status"], old["interrupted_noticed"] = "interrupted", now
+        for e in old.get("executions", []):
+            if e.get("status") == "running":
+                e["status"] = "interrupted"
+    return [*old.get("history", []), _history_entry(old)]
 
 
 def run_pipeline(
@@ -98,9 +145,16 @@ def run_pipeline(
     argv: Sequence[str] = (),
     progress_bar: bool = True,
     dry_run: bool = False,
+    wait_lock: bool = False,
     on_event: Callable[[str, Execution, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Validate and execute a profile's pipeline (or the named notebooks of it); return the manifest."""
+    """Validate and execute a profile's pipeline (or the named notebooks of it); return the manifest.
+
+    The run folder is locked for the whole run (:mod:`lekutils.core.lock`): a second run on it
+    raises :class:`~lekutils.core.lock.LockedError` at once, or waits with ``wait_lock=True``.
+    A manifest left ``running`` by a killed runner is kept in the new manifest's ``history``,
+    marked ``interrupted``.
+    """
     out_dir = Path(out_dir) if out_dir else run_dir(profile)
     executions = load_pipeline(profile, params_root)
     if notebooks:
@@ -121,7 +175,15 @@ def run_pipeline(
     if dry_run:
         return manifest
     out_dir.mkdir(parents=True, exist_ok=True)
+    with lock.hold(out_dir, folder=True, wait=wait_lock, hint=LOCK_HINT, export=True):
+        return _run_locked(manifest, executions, out_dir, progress_bar, on_event)
+
+
+def _run_locked(manifest: dict[str, Any], executions: Sequence[Execution], out_dir: Path, progress_bar: bool,
+                on_event: Callable[[str, Execution, dict[str, Any]], None] | None) -> dict[str, Any]:
     manifest_path = out_dir / "manifest.json"
+    manifest["status"] = "running"
+    manifest["history"] = previous_runs(manifest_path)
     atomic_write_json(manifest_path, manifest)
     install_kernelspec()  # (re)written each run so the kernel's BLAS environment matches this venv
     total_start = time.time()
@@ -135,9 +197,10 @@ def run_pipeline(
         try:
             execute(ex, out_dir, progress_bar=progress_bar)
         except BaseException as e:
-            entry["status"], entry["duration_s"] = "failed", round(time.time() - t0, 2)
-            entry["error"] = str(e)
-            manifest["status"], manifest["duration_s"] = "failed", round(time.time() - total_start, 2)
+            status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit, KernelDied)) else "failed"
+            entry["status"], entry["duration_s"] = status, round(time.time() - t0, 2)
+            entry["error"] = str(e) or type(e).__name__
+            manifest["status"], manifest["duration_s"] = status, round(time.time() - total_start, 2)
             atomic_write_json(manifest_path, manifest)
             raise
         entry["status"], entry["duration_s"] = "ok", round(time.time() - t0, 2)

@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from lekutils.core.errors import DataError, ParameterError, Problem
+from lekutils.core.errors import DataError, ParameterError
+from lekutils.core.yamlfile import StrictLoader, read_yaml_file, safe_load_strict  # noqa: F401 - re-exported
 
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
@@ -55,16 +56,9 @@ def _fix_floats(obj: Any) -> Any:
 
 
 def load_yaml(path: Path) -> Any:
-    """Read a YAML file, with a clear error naming the file, line and column."""
-    try:
-        return _fix_floats(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except FileNotFoundError as e:
-        raise DataError(path, "file not found") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise DataError(path, Problem(f"invalid YAML: {getattr(e, 'problem', e)}",
-                                      line=mark.line + 1 if mark else None,
-                                      column=mark.column + 1 if mark else None)) from e
+    """Read a YAML file; a one-line :class:`DataError` naming the file (and line, column) when it is
+    missing, a directory, unreadable, not UTF-8, not valid YAML or repeats a key in a mapping."""
+    return _fix_floats(read_yaml_file(path))
 
 
 def _type_of(annotation: str, default_src: str) -> tuple[type | None, bool]:

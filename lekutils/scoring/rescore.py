@@ -110,8 +110,13 @@ def condition_means(records: Sequence[Record]) -> list[ConditionMeans]:
 def rescore_file(path: str | os.PathLike[str], scorer: str | Scorer = "v2",
                  processes: int | None = None) -> RescoredFile:
     """Read and re-score one A/B file (nothing is written; see :func:`write_rescored`)."""
+    from lekutils.core.errors import DataError
+
     sc = get_scorer(scorer)
     probes, old_summary = read_ab_lines(path)
+    if not probes:
+        raise DataError(path, "no probe records to score (the file is empty)" if old_summary is None
+                        else "no probe records to score (only a summary line)")
     records = rescore_records(probes, sc, processes)
     means = condition_means(records)
     summary: Record = {

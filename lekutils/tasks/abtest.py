@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lekutils.core.jsonl import atomic_write_jsonl
+from lekutils.core import lock
+from lekutils.core.jsonl import atomic_write_jsonl, sweep_temp_files
 from lekutils.data.kernels import BASELINE, Condition, kernel_hashes
 from lekutils.data.probes import Probe, probes_hash
 from lekutils.data.records import read_ab_file
@@ -90,13 +91,14 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
            adapter_path: PathLike | None = None, sampler: SamplerSettings | None = None,
            scorer: str = "v2", batch_size: int = 16, engine: Any = None,
            progress: Callable[[int], None] | None = None, chunk_size: int | None = None,
-           probe_set: str | None = None, stale: str = "replace") -> dict[str, Any]:
+           probe_set: str | None = None, stale: str = "replace", store_every: int = 4) -> dict[str, Any]:
     """Run (or resume) an A/B test and write ``out_path``; return its summary line.
 
     ``model`` is a model spec (see ``lekutils.engine.models.load``); ``engine`` an already built
     generator for that model (else the local engine is loaded, only if work is missing). Greedy
     decoding by default (``SamplerSettings()``), as upstream. ``probe_set`` names the set in the
-    records (for reports); ``chunk_size`` is passed to the task loop. Work-file records made with
+    records (for reports); ``chunk_size`` and ``store_every`` (finished results are stored in groups
+    of at most this many, so a kill loses at most that many) are passed to the task loop. Work-file records made with
     other settings are regenerated (``stale="replace"``) or refused (``"error"``): see
     :mod:`lekutils.tasks.loop`.
     """
@@ -111,6 +113,10 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
         raise ValueError(f"conditions must be non-empty with distinct names: {names}")
     if len({p.id for p in probes}) != len(probes):
         raise ValueError("probe ids must be unique")
+    if adapter_path is not None:  # before anything runs: a bad adapter fails now, naming its file
+        from lekutils.tasks.validate import check_adapter
+
+        check_adapter(adapter_path, model)
     out_path = Path(out_path)
     fingerprint = model_reference(model, engine)
     adapter = adapter_info(adapter_path)
@@ -125,41 +131,43 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
         mdl, tok = models.load(model, adapter_path=None if adapter_path is None else str(adapter_path))
         return Engine(mdl, tok, batch_size=batch_size, model_spec=model)
 
-    run = run_task(items, spec, work_path(out_path), generator=engine or load_engine, stale=stale,
-                   chunk_size=chunk_size, progress=progress)
-    done = {(r["id"], r["condition"]): r for r in run.records}
-    first = run.records[0]
-    scorer_name, scorer_version = first["scorer"], first["scorer_version"]
-    sampler_d = sampler.to_dict()
-    lines = []
-    for p in probes:
-        conds = {}
-        for c in conditions:
-            r = done[(p.id, c.name)]
-            conds[c.name] = {k: v for k, v in r.items() if k not in ("id", "condition", "key", "sample_idx",
-                                                                     "content_key", "ts")}
-            conds[c.name]["condition"] = c.name
-        lines.append({"type": "probe", "id": p.id, "category": p.category, "prompt": p.prompt,
-                      "conditions": conds, "scorer": scorer_name, "scorer_version": scorer_version,
-                      "model": model, "model_sha256": fingerprint.get("sha256"), "adapter": adapter,
-                      "sampler": sampler_d, "seed": sampler_d.get("seed"),
-                      "probe_set": probe_set, "source_probe": p.source_probe, "rephrase_type": p.rephrase_type,
-                      "ts": max(done[(p.id, c.name)]["ts"] for c in conditions)})
-    summary = ab_summary(lines, names)
-    duration = sum(float(r.get("wall_s", 0.0)) for r in run.records)
-    summary.update({
-        "model": model, "model_fingerprint": fingerprint, "adapter": adapter, "probe_set": probe_set,
-        "scorer": scorer_name, "scorer_version": scorer_version,
-        "sampler": sampler_d, "seed": sampler_d.get("seed"), "max_tokens": sampler_d.get("max_tokens"),
-        "duration": f"{round(duration)}s", "duration_s": round(duration, 2),
-        "probes_hash": probes_hash(probes), "kernels": kernel_hashes(conditions),
-        "kernel_paths": {c.name: c.path for c in conditions if c.path},
-        "prompt_formats": sorted({r["prompt_format"] for r in run.records if r.get("prompt_format")}),
-        "cut_off": sum(r.get("finish_reason") == "length" for r in run.records),
-        "generated_this_run": run.generated, "resumed": run.resumed, "rescored": run.rescored,
-        "stale_replaced": run.stale, "session_s": run.session_s, "engine_stats": run.engine_stats,
-        "ts": _now()})
-    atomic_write_jsonl(out_path, [*lines, summary])
+    with lock.hold(work_path(out_path), folder=False, wait=True):  # the task and the output file
+        sweep_temp_files(out_path)  # a killed run's half-written output
+        run = run_task(items, spec, work_path(out_path), generator=engine or load_engine, stale=stale,
+                       chunk_size=chunk_size, progress=progress, store_every=store_every)
+        done = {(r["id"], r["condition"]): r for r in run.records}
+        first = run.records[0]
+        scorer_name, scorer_version = first["scorer"], first["scorer_version"]
+        sampler_d = sampler.to_dict()
+        lines = []
+        for p in probes:
+            conds = {}
+            for c in conditions:
+                r = done[(p.id, c.name)]
+                conds[c.name] = {k: v for k, v in r.items() if k not in ("id", "condition", "key", "sample_idx",
+                                                                         "content_key", "ts")}
+                conds[c.name]["condition"] = c.name
+            lines.append({"type": "probe", "id": p.id, "category": p.category, "prompt": p.prompt,
+                          "conditions": conds, "scorer": scorer_name, "scorer_version": scorer_version,
+                          "model": model, "model_sha256": fingerprint.get("sha256"), "adapter": adapter,
+                          "sampler": sampler_d, "seed": sampler_d.get("seed"),
+                          "probe_set": probe_set, "source_probe": p.source_probe, "rephrase_type": p.rephrase_type,
+                          "ts": max(done[(p.id, c.name)]["ts"] for c in conditions)})
+        summary = ab_summary(lines, names)
+        duration = sum(float(r.get("wall_s", 0.0)) for r in run.records)
+        summary.update({
+            "model": model, "model_fingerprint": fingerprint, "adapter": adapter, "probe_set": probe_set,
+            "scorer": scorer_name, "scorer_version": scorer_version,
+            "sampler": sampler_d, "seed": sampler_d.get("seed"), "max_tokens": sampler_d.get("max_tokens"),
+            "duration": f"{round(duration)}s", "duration_s": round(duration, 2),
+            "probes_hash": probes_hash(probes), "kernels": kernel_hashes(conditions),
+            "kernel_paths": {c.name: c.path for c in conditions if c.path},
+            "prompt_formats": sorted({r["prompt_format"] for r in run.records if r.get("prompt_format")}),
+            "cut_off": sum(r.get("finish_reason") == "length" for r in run.records),
+            "generated_this_run": run.generated, "resumed": run.resumed, "rescored": run.rescored,
+            "stale_replaced": run.stale, "session_s": run.session_s, "engine_stats": run.engine_stats,
+            "ts": _now()})
+        atomic_write_jsonl(out_path, [*lines, summary])
     return summary
 
 

@@ -28,7 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl, read_jsonl
+from lekutils.core import lock
+from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl, read_jsonl, sweep_temp_files
 from lekutils.scoring.rules import structural_score
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class DistillSettings:
     scorer: str = "v2"
     batch_size: int = 16
     chunk_size: int | None = None
+    store_every: int = 4
 
     def __post_init__(self) -> None:
         problems = []
@@ -91,6 +93,8 @@ class DistillSettings:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
         if self.temperature < 0:
             problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if self.store_every < 1:
+            problems.append(f"store_every must be >= 1, got {self.store_every}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -259,6 +263,10 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
         raise ValueError("distill needs at least one probe")
     if len({p.id for p in probes}) != len(probes):
         raise ValueError("probe ids must be unique")
+    if settings.adapter is not None:  # before anything runs: a bad adapter fails now, naming its file
+        from lekutils.tasks.validate import check_adapter
+
+        check_adapter(settings.adapter, settings.model)
     t0 = time.perf_counter()
     system, kernel_meta = _kernel(settings)
     spec = TaskSpec(model_reference(settings.model, engine), adapter_info(settings.adapter), settings.sampler(),
@@ -284,24 +292,26 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
             loaded.append(load_engine())
         return loaded[0]
 
-    run = run_task(items, spec, work_path(raw_path), generator=get_engine, stale=stale,
-                   chunk_size=settings.chunk_size, progress=progress)
-    raw_records = run.records
-    conversations = {p.id: [p.prompt, *later_turns(p)] for p in probes if later_turns(p)}
-    if conversations:
-        raw_records = _conversation_turns(raw_records, conversations, items, spec, raw_path, get_engine,
-                                          settings, progress, stale)
-    records = [_keep(r, settings) for r in raw_records]
-    scorer_version = str(get_scorer(settings.scorer).version)
-    config = {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
-              "probes": len(probes), "probes_hash": probes_hash(probes)}
-    summary = distill_summary(records, settings, probes=len(probes), scorer_version=scorer_version,
-                              wall_s=time.perf_counter() - t0)
-    old = read_summary(raw_path)
-    if old is not None and run.generated == 0 and _same(old, summary):
-        summary = old  # nothing changed: keep the file (and its timestamps) as it is
-    else:
-        atomic_write_jsonl(raw_path, [config, *records, summary])
+    with lock.hold(work_path(raw_path), folder=False, wait=True):  # the task and the output file
+        sweep_temp_files(raw_path)  # a killed run's half-written output
+        run = run_task(items, spec, work_path(raw_path), generator=get_engine, stale=stale,
+                       chunk_size=settings.chunk_size, progress=progress, store_every=settings.store_every)
+        raw_records = run.records
+        conversations = {p.id: [p.prompt, *later_turns(p)] for p in probes if later_turns(p)}
+        if conversations:
+            raw_records = _conversation_turns(raw_records, conversations, items, spec, raw_path, get_engine,
+                                              settings, progress, stale)
+        records = [_keep(r, settings) for r in raw_records]
+        scorer_version = str(get_scorer(settings.scorer).version)
+        config = {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
+                  "probes": len(probes), "probes_hash": probes_hash(probes)}
+        summary = distill_summary(records, settings, probes=len(probes), scorer_version=scorer_version,
+                                  wall_s=time.perf_counter() - t0)
+        old = read_summary(raw_path)
+        if old is not None and run.generated == 0 and _same(old, summary):
+            summary = old  # nothing changed: keep the file (and its timestamps) as it is
+        else:
+            atomic_write_jsonl(raw_path, [config, *records, summary])
     if raise_if_empty and not summary["total_kept"]:
         raise NothingKeptError(
             f"phase {settings.phase}: none of {summary['total_generated']} generations passed the keep rule "
@@ -359,7 +369,7 @@ def _conversation_turns(records: list[Record], conversations: dict[str, list[str
         turn_items = [TaskItem(f"{pid}#s{s}", conversations[pid][t], items[0].system, 1,
                                {**fields[pid], "turn": t + 1}, tuple(history[(pid, s)])) for pid, s in active]
         run = run_task(turn_items, spec, turn_work_path(raw_path, t + 1), generator=generator, stale=stale,
-                       chunk_size=settings.chunk_size, progress=progress)
+                       chunk_size=settings.chunk_size, progress=progress, store_every=settings.store_every)
         for k, rec in zip(active, run.records, strict=True):
             history[k] += [{"role": "user", "content": conversations[k[0]][t]},
                            {"role": "assistant", "content": rec["response"]}]

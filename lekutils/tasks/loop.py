@@ -26,10 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lekutils.core import lock
 from lekutils.core.errors import DataError, Problem
 from lekutils.core.hashing import sha256_bytes, sha256_file, sha256_json, tagged
-from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl
+from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl, sweep_temp_files
 from lekutils.engine.base import (
+    STORE_EVERY,
     GenerationRequest,
     GenerationResult,
     Generator,
@@ -43,6 +45,7 @@ PathLike = str | os.PathLike[str]
 STALE_POLICIES = ("replace", "error")
 #: Fields the loop writes into every record (besides the item's own fields and the scores).
 LOOP_FIELDS = ("key", "sample_idx", "content_key", "scorer", "scorer_version", "ts")
+LOCK_HINT = "it is being written by another process; wait for it or use another output file"
 
 
 @dataclass(frozen=True)
@@ -185,11 +188,18 @@ def _record(item: TaskItem, res: GenerationResult, ck: str, scorer: Any, wall_s:
 
 def run_task(items: Sequence[TaskItem], spec: TaskSpec, work_path: PathLike, *,
              generator: Generator | Callable[[], Generator] | None = None, stale: str = "replace",
-             chunk_size: int | None = None, progress: Callable[[int], None] | None = None) -> TaskRun:
+             chunk_size: int | None = None, progress: Callable[[int], None] | None = None,
+             store_every: int = STORE_EVERY, wait_lock: bool = True) -> TaskRun:
     """Generate, score and store every (item, sample) not yet in ``work_path``; return all records.
 
     ``generator`` is a :class:`~lekutils.engine.base.Generator` or a zero-argument factory called
     only when something is missing (so a finished task never loads a model).
+
+    The work file is locked (``<work file>.lock``) for the whole task, so two processes on one
+    work file never write a key twice: the second waits (``wait_lock=True``, the default) and then
+    finds the work done, or fails at once with :class:`~lekutils.core.lock.LockedError`.
+    ``store_every`` (default 4) bounds what a kill can lose: finished rows are stored in groups of
+    at most that many, as they finish, while the engine keeps batching ``batch_size`` rows.
     """
     from lekutils.scoring import get_scorer
 
@@ -200,10 +210,20 @@ def run_task(items: Sequence[TaskItem], spec: TaskSpec, work_path: PathLike, *,
         raise ValueError("a task needs at least one item and unique item keys")
     t0 = time.monotonic()
     scorer = get_scorer(spec.scorer)
-    by_key = {it.key: it for it in items}
     ck = {it.key: content_key(spec, it) for it in items}
     expected = {(it.key, s): ck[it.key] for it in items for s in range(it.samples)}
-    store, rescored, n_stale = _open(Path(work_path), expected, scorer, stale)
+    with lock.hold(work_path, folder=False, wait=wait_lock, hint=LOCK_HINT):
+        return _run_locked(items, spec, Path(work_path), scorer, ck, expected, generator, stale, chunk_size,
+                           progress, t0, store_every)
+
+
+def _run_locked(items: Sequence[TaskItem], spec: TaskSpec, work_path: Path, scorer: Any, ck: Mapping[str, str],
+                expected: Mapping[tuple[str, int], str], generator: Any, stale: str, chunk_size: int | None,
+                progress: Callable[[int], None] | None, t0: float, store_every: int) -> TaskRun:
+    by_key = {it.key: it for it in items}
+    for tmp in sweep_temp_files(work_path):
+        log.warning("%s: removed %s left by an interrupted write", work_path, tmp.name)
+    store, rescored, n_stale = _open(work_path, expected, scorer, stale)
     missing = [k for k in expected if k not in store]
     generated, stats = 0, {}
     if missing:
@@ -222,7 +242,8 @@ def run_task(items: Sequence[TaskItem], spec: TaskSpec, work_path: PathLike, *,
 
         requests = [GenerationRequest(it.key, it.user, it.system, it.samples, tuple(it.messages)) for it in items]
         stats = generate_resumable(engine, requests, spec.sampler, is_done=lambda k, i: (k, i) in store,
-                                   on_chunk=on_chunk, chunk_size=chunk_size, progress=progress) or {}
+                                   on_chunk=on_chunk, chunk_size=chunk_size, progress=progress,
+                                   store_every=store_every) or {}
     done = {store_key(r): r for r in store.records()}
     still = [k for k in expected if k not in done]
     if still:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
 from lekutils.core.errors import DataError, Problem
+from lekutils.core.jsonl import read_json_file
 
 ADAPTER_FILE = "adapters.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -77,9 +77,9 @@ def read_adapter_config(adapter_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.exists():
         raise AdapterError(path, "adapter config not found")
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise AdapterError(path, Problem(f"invalid JSON: {e.msg}", line=e.lineno, column=e.colno)) from e
+        cfg = read_json_file(path, "adapter config")
+    except DataError as e:  # bad UTF-8, bad JSON, repeated keys: file and line
+        raise AdapterError(e.path, e.problems) from None
     problems = [Problem("missing", field=k) for k in ("num_layers", "lora_parameters") if k not in cfg]
     if cfg.get("fine_tune_type", "lora") != "lora":
         problems.append(Problem(f"unsupported fine_tune_type {cfg.get('fine_tune_type')!r}", field="fine_tune_type"))

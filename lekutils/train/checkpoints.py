@@ -54,6 +54,50 @@ def save_checkpoint(out_dir: Path, step: int, model: nn.Module, optimizer: optim
     return s_path
 
 
+def checkpoint_steps_on_disk(out_dir: Path) -> list[int]:
+    """Steps of the checkpoints in ``out_dir`` (by their ``state.json`` commit marks), oldest first."""
+    steps = []
+    for s_path in out_dir.glob("*_state.json"):
+        head = s_path.name.split("_", 1)[0]
+        if head.isdigit():
+            steps.append(int(head))
+    return sorted(steps)
+
+
+def prune_checkpoints(out_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` step checkpoints (0 keeps all); return the deleted files.
+
+    The commit mark (``state.json``) goes first, so an interrupted prune never leaves a checkpoint
+    that looks complete. The final adapter (``adapters.safetensors``) is not a step checkpoint.
+    """
+    if keep <= 0:
+        return []
+    gone: list[Path] = []
+    for step in checkpoint_steps_on_disk(out_dir)[:-keep]:
+        w_path, o_path, s_path = _ckpt_paths(out_dir, step)
+        for p in (s_path, w_path, o_path):
+            try:
+                p.unlink()
+                gone.append(p)
+            except FileNotFoundError:
+                pass
+    return gone
+
+
+def clean_temp_files(out_dir: Path) -> list[Path]:
+    """Delete temporary files that a killed save left in a phase folder (``.*.tmp.safetensors``,
+    ``.*.tmp``); call it only while holding the folder's lock. Returns the deleted files."""
+    gone = []
+    for pattern in (".*.tmp.safetensors", ".*.tmp"):
+        for p in out_dir.glob(pattern):
+            try:
+                p.unlink()
+                gone.append(p)
+            except OSError:
+                pass
+    return gone
+
+
 def latest_checkpoint(out_dir: Path) -> dict[str, Any] | None:
     """The newest checkpoint whose ``state.json`` and files are intact (corrupt ones are skipped)."""
     for s_path in sorted(out_dir.glob("*_state.json"), reverse=True):
@@ -117,8 +161,13 @@ def make_iterate_batches(seed: int, skip: int) -> Callable[..., Iterator]:
 
 
 
+#: PhaseConfig fields that do not change what is trained (left out of the resume key).
+NOT_IN_RESUME_KEY = ("keep_checkpoints",)
+
+
 def resume_key(cfg: PhaseConfig, data: Mapping[str, Any], prev: Mapping[str, Any] | None) -> str:
-    blob = json.dumps({"config": cfg.to_dict(), "data": {k: v["sha256"] for k, v in data.items()},
+    config = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RESUME_KEY}
+    blob = json.dumps({"config": config, "data": {k: v["sha256"] for k, v in data.items()},
                        "previous": prev and prev.get("adapters_sha256")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -22,6 +22,8 @@ class PhaseConfig:
     ``iters`` counts mlx-lm iterations (micro-batches). ``lr_schedule`` is mlx-lm's schedule dict
     (``{"name": "cosine_decay", "arguments": [1.0e-5, 10, 1.0e-6], "warmup": 2}``); None means a
     constant ``learning_rate``. ``val_batches=-1`` validates on the whole validation set.
+    ``keep_checkpoints`` step checkpoints are kept (the newest; 0 keeps all), besides the final
+    adapter; it does not change what is trained, so it is not part of the resume key.
     """
 
     phase: int = 0
@@ -41,6 +43,7 @@ class PhaseConfig:
     val_every: int = 10
     val_batches: int = 25
     checkpoint_every: int = 25
+    keep_checkpoints: int = 2
     mask_prompt: bool = False
     seed: int = 0
 
@@ -50,6 +53,9 @@ class PhaseConfig:
                      "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 problems.append(Problem(f"must be >= 1, got {getattr(self, name)!r}", field=name))
+        if int(self.keep_checkpoints) < 0:
+            problems.append(Problem(f"must be >= 0 (0 keeps all), got {self.keep_checkpoints!r}",
+                                    field="keep_checkpoints"))
         if not 0.0 <= float(self.dropout) < 1.0:
             problems.append(Problem(f"must be in [0, 1), got {self.dropout!r}", field="dropout"))
         if self.optimizer.lower() not in ("adam", "adamw"):

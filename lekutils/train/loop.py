@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 import types
@@ -46,6 +47,7 @@ from mlx_lm.tuner.trainer import TrainingArgs, TrainingCallback, evaluate
 from mlx_lm.tuner.trainer import train as mlx_train
 from mlx_lm.tuner.utils import build_schedule
 
+from lekutils.core import lock
 from lekutils.core.errors import DataError, Problem
 from lekutils.core.hashing import sha256_file
 from lekutils.core.jsonl import JsonlStore, atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -61,8 +63,10 @@ from lekutils.train.adapters import (
     save_safetensors_atomic,
 )
 from lekutils.train.checkpoints import (
+    clean_temp_files,
     latest_checkpoint,
     make_iterate_batches,
+    prune_checkpoints,
     restore_optimizer,
     resume_key,
     rng_seed,
@@ -71,6 +75,7 @@ from lekutils.train.checkpoints import (
 from lekutils.train.config import PhaseConfig
 from lekutils.train.metrics import METRICS_FILE
 
+log = logging.getLogger(__name__)
 LINEAGE_FILE = "lineage.json"
 LOG_FILE = "mlx_train.log"
 _NEVER = 10**12  # "never" for mlx-lm's own eval/save schedule: we drive both from the callback
@@ -155,6 +160,7 @@ class _PhaseCallback(TrainingCallback):
         if step in self.ckpt_steps:
             save_checkpoint(self.out_dir, step, self.model, self.optimizer,
                             {**self.ckpt_extra, "trained_tokens": self.tokens})
+            prune_checkpoints(self.out_dir, int(self.cfg.keep_checkpoints))
             mx.random.seed(rng_seed(self.cfg.seed, step))  # the resumed run re-seeds here too
         if self.progress is not None:
             self.progress(step, self.cfg.iters, row)
@@ -198,11 +204,26 @@ def train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: st
     A finished phase with the same config, data and previous adapter is not retrained. Data with
     multi-turn conversations (one example per assistant turn) needs ``cfg.mask_prompt``.
     ``progress(step, iters, row)`` is called after every step.
+
+    The phase folder is locked for the run (:mod:`lekutils.core.lock`): a second process training
+    into it fails at once naming the holder's PID. Temporary files of a killed save are removed on
+    start; only the newest ``cfg.keep_checkpoints`` step checkpoints are kept (plus the final adapter).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with lock.hold(out_dir, folder=True, hint="another process is training into this folder; wait for it"):
+        return _train_phase(model, tokenizer, cfg, data_dir, out_dir, previous_adapter=previous_adapter,
+                            model_info=model_info, progress=progress)
+
+
+def _train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: Path, out_dir: Path, *,
+                 previous_adapter: str | os.PathLike[str] | None, model_info: Mapping[str, Any] | None,
+                 progress: Callable[[int, int, dict], None] | None) -> PhaseResult:
     from lekutils.tasks.extract import check_mask_prompt
 
     check_mask_prompt(data_dir, cfg.mask_prompt)  # multi-turn expansions train only with mask_prompt
+    for tmp in clean_temp_files(out_dir):
+        log.warning("%s: removed %s left by an interrupted save", out_dir, tmp.name)
     train_recs = load_chat_jsonl(data_dir / "train.jsonl")
     valid_recs = load_chat_jsonl(data_dir / "valid.jsonl") if (data_dir / "valid.jsonl").exists() else []
     if len(train_recs) < cfg.batch_size:
@@ -311,6 +332,7 @@ def _finish(model: nn.Module, cfg: PhaseConfig, out_dir: Path, store: JsonlStore
             key: str, trainable: int, total: int, model_info: Mapping[str, Any] | None, data: dict,
             prev_info: dict | None) -> PhaseResult:
     save_safetensors_atomic(out_dir / ADAPTER_FILE, dict(tree_flatten(model.trainable_parameters())))
+    prune_checkpoints(out_dir, int(cfg.keep_checkpoints))
     metrics = store.records()
     train_rows = [r for r in metrics if r.get("train_loss") is not None]
     val_rows = [r for r in metrics if r.get("val_loss") is not None]
