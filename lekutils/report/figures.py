@@ -351,7 +351,8 @@ def headline_figure(stages: pd.DataFrame, *, width: str | float = "two") -> Figu
         ax.plot(x, y, lw=0.6, color=pal[cond], alpha=0.5)
         _ci_points(bx, tuned[tuned["condition"] == cond], order, shift,
                    ("delta_vs_base", "delta_ci_low", "delta_ci_high"), pal[cond])
-    n = int(stages["n"].min())
+    lo_n, hi_n = int(stages["n"].min()), int(stages["n"].max())
+    n = f"{lo_n}" if lo_n == hi_n else f"{lo_n}–{hi_n}"
     ax.set_xticks(range(len(order)), order)
     ax.set_ylabel(SCORE_LABEL)
     ax.set_title(f"(a) mean v2 on held-out probes, 95% CI (n = {n})", loc="left")
