@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from lekutils.core.errors import DataError, ParameterError
-from lekutils.core.yamlfile import StrictLoader, read_yaml_file, safe_load_strict  # noqa: F401 - re-exported
+from lekutils.core.yamlfile import read_yaml_file
 
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
