@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from lekutils.core.progress import Progress
+
 __all__ = ["ContextLengthError", "GenerationRequest", "GenerationResult", "Generator", "SamplerSettings", "check_context",
            "STORE_EVERY", "generate_resumable", "sample_seed"]
 
@@ -184,7 +186,9 @@ def generate_resumable(engine: Generator, requests: Sequence[GenerationRequest],
         on_chunk(group)
         stats["generated"] += len(group)
         stats["stored_groups"] += 1
-        if progress is not None:
+        if isinstance(progress, Progress):  # also counts generated tokens (tok/s in the terminal)
+            progress(len(group), tokens=sum(r.generation_tokens for r in group))
+        elif progress is not None:
             progress(len(group))
 
     def take(res: GenerationResult) -> None:

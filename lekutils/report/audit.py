@@ -96,26 +96,43 @@ def flagged(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_audit(frame: pd.DataFrame, threshold: float | None = None):
-    """Three panels: score vs length, cap rates, keyword density; kept vs rejected. Returns a Figure."""
+    """Three panels: score vs length, cap rates, keyword density; kept vs rejected. Returns a Figure
+    in the report's theme (colour-blind palette; whole-number count axes; a panel with nothing to
+    show says so instead of staying empty)."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    colors = {"kept": "tab:green", "rejected": "tab:gray"}
+    from lekutils.report.figures import TWO_COLUMN, integer_ticks, set_theme
+
+    set_theme()
+    pal = sns.color_palette("colorblind")
+    fig, axes = plt.subplots(1, 3, figsize=(TWO_COLUMN, 2.6))
+    colors = {"kept": pal[2], "rejected": (0.55, 0.55, 0.55)}
+    rates = cap_rates(frame).set_index("signal") if not frame.empty else pd.DataFrame()
     if not frame.empty:
         grp = _group(frame["kept"])
         for name, color in colors.items():
             part = frame[grp == name]
-            axes[0].scatter(part["words"], part["lek_score"], s=14, alpha=0.7, color=color, label=name)
-            axes[2].hist(part["keyword_density"], bins=15, alpha=0.6, color=color, label=name)
-        rates = cap_rates(frame).set_index("signal")
-        rates.plot.barh(ax=axes[1], color=[colors["kept"], colors["rejected"]])
+            if part.empty:
+                continue
+            label = f"{name} (n={len(part)})"
+            axes[0].scatter(part["words"], part["lek_score"], s=8, alpha=0.7, color=color, label=label)
+            axes[2].hist(part["keyword_density"], bins=15, alpha=0.6, color=color, label=label)
+    capped = rates[(rates.fillna(0) > 0).any(axis=1)] if not rates.empty else rates
+    if capped.empty:
+        axes[1].text(0.5, 0.5, "no signal reached its cap", ha="center", va="center", transform=axes[1].transAxes)
+        axes[1].set_xticks([])
+        axes[1].set_yticks([])
+    else:
+        capped.plot.barh(ax=axes[1], color=[colors["kept"], colors["rejected"]][: capped.shape[1]])
     if threshold is not None:
-        axes[0].axhline(threshold, ls="--", color="tab:red", lw=1, label="threshold")
-    axes[0].set(xlabel="words", ylabel="score", title="score vs length")
+        axes[0].axhline(threshold, ls="--", color=pal[3], lw=1, label="threshold")
+    axes[0].set(xlabel="words", ylabel="v2 score (points)", title="score vs length")
     axes[1].set(xlabel="share at cap", title="signals at their cap")
     axes[2].set(xlabel="keyword hits per 100 words", ylabel="generations", title="keyword density")
+    integer_ticks(axes[2].yaxis)
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            ax.legend()
     fig.tight_layout()
     return fig

@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -20,6 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from lekutils.scoring.rules import NEGATIVE, SIGNALS
 
@@ -59,20 +61,43 @@ def width_of(width: str | float) -> float:
     return float(width)
 
 
-def save_figure(fig: Figure, name: str, dirs: Iterable[str | os.PathLike[str]], *, dpi: int = 300) -> list[Path]:
-    """Write ``<dir>/<name>.png`` and ``<dir>/<name>.pdf`` for every folder; return the paths.
+#: Environment variable naming the figure formats to write (default ``png,pdf``; e.g. ``png,pdf,svg``).
+FORMATS_ENV = "LEK_FIGURE_FORMATS"
+FORMATS = ("png", "pdf", "svg")
+
+
+def figure_formats(formats: Sequence[str] | str | None = None) -> tuple[str, ...]:
+    """The formats to save: ``formats``, else ``$LEK_FIGURE_FORMATS``, else PNG and PDF."""
+    if formats is None:
+        formats = os.environ.get(FORMATS_ENV) or "png,pdf"
+    if isinstance(formats, str):
+        formats = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"figure formats must be among {', '.join(FORMATS)}; got {list(formats)}")
+    return tuple(dict.fromkeys(formats))
+
+
+def save_figure(fig: Figure, name: str, dirs: Iterable[str | os.PathLike[str]], *, dpi: int = 300,
+                formats: Sequence[str] | str | None = None) -> list[Path]:
+    """Write ``<dir>/<name>.<format>`` (PNG and PDF unless ``formats`` or ``$LEK_FIGURE_FORMATS``
+    say otherwise, e.g. ``"png,pdf,svg"``) for every folder; return the paths.
 
     Files are written to a temporary name and renamed, so a reader never sees half a figure.
+    PNG files carry no timestamp, so the same figure gives the same bytes in every folder.
     """
     out = []
-    with plt.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
+    exts = figure_formats(formats)
+    with plt.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42, "svg.hashsalt": "lekutils"}):
         for d in dirs:
             d = Path(d)
             d.mkdir(parents=True, exist_ok=True)
-            for ext in ("png", "pdf"):
+            for ext in exts:
                 target = d / f"{name}.{ext}"
                 tmp = d / f".{name}.tmp.{ext}"
-                fig.savefig(tmp, dpi=dpi, format=ext)
+                meta = {"Software": None} if ext == "png" else ({"CreationDate": None} if ext == "pdf" else
+                                                                    {"Date": None})
+                fig.savefig(tmp, dpi=dpi, format=ext, metadata=meta)
                 os.replace(tmp, target)
                 out.append(target)
     return out
@@ -244,7 +269,7 @@ def signal_decomposition_figure(decomposition: pd.DataFrame, *, width: str | flo
     if d.empty:
         return _empty(fig, ax, "signals")
     signals = list(SIGNALS)
-    pal = dict(zip(signals, sns.color_palette("tab20", len(signals)), strict=True))
+    pal, marks = signal_styles(signals)
     mat = d.pivot_table(index="label", columns="signal", values="points", aggfunc="first").reindex(rows)
     mat = mat.reindex(columns=signals).fillna(0.0)
     y = np.arange(len(rows))
@@ -258,8 +283,8 @@ def signal_decomposition_figure(decomposition: pd.DataFrame, *, width: str | flo
         used.append(s)
         pos = np.where(v > 0, v, 0.0)
         neg = np.where(v < 0, v, 0.0)
-        ax.barh(y, pos, left=pos_left, color=pal[s], height=0.72, edgecolor="white", linewidth=0.3)
-        ax.barh(y, neg, left=neg_left, color=pal[s], height=0.72, edgecolor="white", linewidth=0.3, hatch="///")
+        ax.barh(y, pos, left=pos_left, color=pal[s], height=0.72, edgecolor="white", linewidth=0.3, hatch=marks[s])
+        ax.barh(y, neg, left=neg_left, color=pal[s], height=0.72, edgecolor="white", linewidth=0.3, hatch=marks[s])
         pos_left += pos
         neg_left += neg
     ax.plot(mat.sum(axis=1).to_numpy(), y, "o", color="black", ms=2.5, label="mean score")
@@ -268,7 +293,7 @@ def signal_decomposition_figure(decomposition: pd.DataFrame, *, width: str | flo
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel("mean contribution to the v2 score (points)")
     ax.grid(axis="y", visible=False)
-    handles = [Patch(facecolor=pal[s], hatch="///" if s in NEGATIVE else None, label=s.replace("_", " "))
+    handles = [Patch(facecolor=pal[s], edgecolor="white", hatch=marks[s], label=s.replace("_", " "))
                for s in used] + [Line2D([], [], marker="o", ls="", color="black", ms=3, label="sum = mean score")]
     legend_rows = math.ceil(len(handles) / 5)
     legend_h = 0.16 * legend_rows + 0.1
@@ -276,6 +301,20 @@ def signal_decomposition_figure(decomposition: pd.DataFrame, *, width: str | flo
     fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, fontsize=6.5)
     fig.tight_layout(rect=(0, legend_h / (fig_h + legend_h), 1, 1))
     return fig
+
+
+def signal_styles(signals: Sequence[str]) -> tuple[dict[str, tuple], dict[str, str | None]]:
+    """Colour and hatch per v2 signal, colour-blind safe: the 10-colour ``colorblind`` palette, and
+    the signals past the tenth told apart by a dotted hatch; penalties hatched ``///``."""
+    base = sns.color_palette("colorblind", 10)
+    colours = {s: base[i % len(base)] for i, s in enumerate(signals)}
+    hatches = {s: ("///" if s in NEGATIVE else ("...." if i >= len(base) else None)) for i, s in enumerate(signals)}
+    return colours, hatches
+
+
+def integer_ticks(axis: Any) -> None:
+    """Whole-number ticks on an axis of counts (no 0.5 of an answer)."""
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _unit(gate: str) -> str:
@@ -309,6 +348,8 @@ def phase_progression_figure(gates: pd.DataFrame, *, width: str | float = "two")
         ax.set_xlabel("phase")
         ax.set_ylabel(_unit(name))
         ax.set_xticks(sorted(set(x.astype(int))))
+        if _unit(name) == "count":
+            integer_ticks(ax.yaxis)
     for ax in list(axes.flat)[len(names):]:
         ax.set_axis_off()
     handles = [Line2D([], [], marker="o", ls="", color=ok, label="passed"),
@@ -362,5 +403,53 @@ def headline_figure(stages: pd.DataFrame, *, width: str | float = "two") -> Figu
     bx.set_xlim(0.5, len(order) - 0.5)
     bx.set_ylabel("Δ v2 vs base model (points)")
     bx.set_title("(b) paired change vs base, 95% CI", loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def prompt_length_figure(lengths: pd.DataFrame, *, width: str | float = "two") -> Figure:
+    """Prompt length (characters) per probe set: a box (n >= 10) and the jittered points, n in the labels.
+
+    ``lengths`` has columns ``set`` and ``chars`` (one row per prompt), as notebook 00 builds it.
+    """
+    set_theme()
+    groups = [(name, part["chars"].to_numpy()) for name, part in lengths.groupby("set", sort=False)]
+    fig, ax = plt.subplots(figsize=(width_of(width), 0.35 * max(1, len(groups)) + 0.9))
+    if not groups:
+        return _empty(fig, ax, "probe sets")
+    pal = sns.color_palette("colorblind", len(groups))
+    for i, (_, g) in enumerate(groups, start=1):
+        if len(g) >= MIN_BOX_N:
+            ax.boxplot([g], positions=[i], orientation="horizontal", widths=0.6, showfliers=False,
+                       medianprops={"color": "black"})
+        jitter = (np.random.default_rng(i).random(len(g)) - 0.5) * 0.35
+        ax.scatter(g, i + jitter, s=4, alpha=0.5, color=pal[i - 1])
+    ax.set_yticks(range(1, len(groups) + 1), [f"{n} (n={len(g)})" for n, g in groups])
+    ax.set_ylim(len(groups) + 0.6, 0.4)
+    ax.set_xlabel("prompt length (characters)")
+    fig.tight_layout()
+    return fig
+
+
+def ab_delta_figure(deltas: pd.DataFrame, *, title: str = "", band: float = 0.5,
+                    width: str | float = "two") -> Figure:
+    """Per-probe score change against baseline for each kernel condition (rows: probe ids, in order;
+    columns: conditions), with the ±``band`` "unchanged" lines."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=(width_of(width), 0.16 * max(1, len(deltas)) + 1.1))
+    if deltas.empty:
+        return _empty(fig, ax, "kernel conditions")
+    pal = condition_palette(list(deltas.columns))
+    deltas.plot.barh(ax=ax, width=0.8, color=[pal[c] for c in deltas.columns])
+    ax.axvline(0, color="black", lw=0.8)
+    for x in (-band, band):
+        ax.axvline(x, color="grey", lw=0.6, ls=":")
+    ax.invert_yaxis()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="condition")
+    ax.set_xlabel(DELTA_LABEL)
+    ax.set_ylabel("")
+    ax.set_title(f"{title} (n={len(deltas)} probes)" if title else f"n={len(deltas)} probes", loc="left")
+    ax.tick_params(axis="y", labelsize=5.5)
+    ax.grid(axis="y", visible=False)
     fig.tight_layout()
     return fig

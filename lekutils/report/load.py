@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 V2_SIGNALS: tuple[str, ...] = tuple(SIGNALS)
 
 #: File names a glob never picks up: the A/B runner's resumable work files.
-EXCLUDE: tuple[str, ...] = ("*.partial.jsonl",)
+#: File names a results glob never picks: the task loop's work files (``<out>.partial.jsonl``, a
+#: conversation's ``<out>.turnN.partial.jsonl``) and anything set aside (``*.stale*``, ``*.tmp``).
+EXCLUDE: tuple[str, ...] = ("*.partial.jsonl", "*.partial.*.jsonl", "*.stale*", "*.tmp*", ".*")
 
 MODEL_COLUMNS = ("model", "model_id", "family", "version", "size", "size_b", "tuned", "base_model", "adapter")
 
@@ -151,6 +153,8 @@ def _rows_of_file(path: Path, table: LabelTable) -> tuple[list[dict[str, Any]], 
         model_id = _model_id(rec.get("model")) or _model_id(summary.get("model")) or stem
         adapter = _adapter_label(rec.get("adapter") or summary.get("adapter"))
         label = table.lookup(model_id, stem)
+        experiment = rec.get("experiment") or summary.get("experiment")
+        tag = f" [{experiment}]" if experiment else ""  # a named re-run (run --name) beside the unnamed one
         conds = _conditions(rec)
         if not conds:
             problems.append(Problem(f"probe {pid}: no 'conditions'", line=n, field="conditions"))
@@ -168,8 +172,9 @@ def _rows_of_file(path: Path, table: LabelTable) -> tuple[list[dict[str, Any]], 
                 # records this project writes always name their scorer; upstream's never do
                 "origin": "ours" if (rec.get("scorer") or summary.get("scorer")) else "upstream",
                 "probe_set": str(rec.get("probe_set") or default_set),
-                "model": label.display if not adapter else f"{label.display}+{adapter}",
-                "model_id": model_id if not adapter else f"{model_id}+{adapter}",
+                "model": (label.display if not adapter else f"{label.display}+{adapter}") + tag,
+                "model_id": (model_id if not adapter else f"{model_id}+{adapter}") + tag,
+                "experiment": experiment,
                 "family": label.family,
                 "version": label.version,
                 "size": label.size,
@@ -259,9 +264,20 @@ def condition_order(conditions: Iterable[str]) -> list[str]:
 
 def _column_order(sig: Sequence[str]) -> list[str]:
     return [
-        "source_file", "origin", "probe_set", *MODEL_COLUMNS, "condition", "probe_id", "category", "score", *sig,
+        "source_file", "origin", "probe_set", *MODEL_COLUMNS, "experiment", "condition", "probe_id", "category", "score", *sig,
         "chars", "finish_reason", "stored_scorer", "stored_score", "stored_v1", "rescored", "response", "prompt",
     ]
+
+
+def _display_path(path: Path, run_dir: str | os.PathLike[str] | None) -> str:
+    """``path`` relative to the run folder (else to the working directory) where it lies inside it:
+    tables carry no machine-specific absolute paths."""
+    for base in ([Path(run_dir)] if run_dir else []) + [Path.cwd()]:
+        try:
+            return Path(os.path.abspath(path)).relative_to(os.path.abspath(base)).as_posix()
+        except ValueError:
+            continue
+    return str(path)
 
 
 def load_gates(patterns: str | Iterable[str], *, run_dir: str | os.PathLike[str] | None = None,
@@ -297,11 +313,11 @@ def load_gates(patterns: str | Iterable[str], *, run_dir: str | os.PathLike[str]
                 "phase": phase,
                 "phase_name": phase_name,
                 "gate": str(name),
-                "value": _num(g.get("value")),
-                "level": _num(g.get("level", g.get("threshold"))),
+                "value": round(_num(g.get("value")), 6),  # -0.15, not -0.1499999999999999
+                "level": round(_num(g.get("level", g.get("threshold"))), 6),
                 "passed": None if passed is None else bool(passed),
                 "op": g.get("op"),
-                "source": str(path),
+                "source": _display_path(path, run_dir),
             })
         if problems:
             raise DataError(path, problems)

@@ -29,6 +29,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="parameter override (highest precedence); scope with EXECUTION.KEY=VALUE")
     p.add_argument("-f", "--file", action="append", metavar="YAML", help="extra parameter file")
     p.add_argument("--out", help="output folder (default runs/<profile>)")
+    p.add_argument("--name", default="", metavar="EXPERIMENT",
+                   help="a named re-run: results written beside the earlier ones (e.g. ab/<model>@EXPERIMENT.jsonl) "
+                        "instead of replacing them; for notebooks with an 'experiment' parameter (80_ab_test, "
+                        "90_p100_report)")
     p.add_argument("--params-root", help="folder holding <profile>/pipeline.yaml (default params/)")
     p.add_argument("--dry-run", action="store_true", help="validate and print resolved parameters only")
     p.add_argument("--wait-lock", action="store_true",
@@ -40,7 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _on_event(kind: str, ex: Execution, info: dict[str, Any]) -> None:
     if kind == "start":
-        print(f"\n[{info['index'] + 1}/{info['total']}] {ex.name}  ({ex.notebook.name})", flush=True)
+        print(f"\n[{info['index'] + 1}/{info['total']}] {ex.key}  ({ex.notebook.name})", flush=True)
     else:
         print(f"    done in {info['duration_s']:.1f}s -> {ex.output}", flush=True)
 
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             args.profile, args.notebooks, [Path(f) for f in args.file or []], overrides,
             out_dir=Path(args.out).resolve() if args.out else None, argv=sys.argv,
             params_root=Path(args.params_root).resolve() if args.params_root else PARAMS_DIR, dry_run=args.dry_run,
-            progress_bar=not args.no_progress, wait_lock=args.wait_lock, on_event=_on_event,
+            progress_bar=not args.no_progress, wait_lock=args.wait_lock, on_event=_on_event, name=args.name,
         )
     except (ParameterError, DataError, LockedError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,25 +16,34 @@ from lekutils.core import lock
 from lekutils.core.errors import DataError, ParameterError
 from lekutils.core.jsonl import atomic_write_json, read_json_file
 from lekutils.core.paths import PARAMS_DIR, REPO_ROOT, run_dir
-from lekutils.runner.manifest import build_manifest
-from lekutils.runner.profile import Execution, load_pipeline, notebook_path, resolve
+from lekutils.core.progress import ENV as PROGRESS_ENV
+from lekutils.core.progress import ProgressWatcher
+from lekutils.runner.manifest import build_manifest, merge_executions
+from lekutils.runner.profile import Execution, check_experiment_name, load_pipeline, notebook_path, resolve
 
 #: Name of the Jupyter kernel spec (an ipykernel for this venv) that notebooks declare and run on.
 KERNELSPEC_NAME = "lekutils"
 
 
 def install_kernelspec(name: str = KERNELSPEC_NAME, prefix: str | None = None) -> Path:
-    """Register a named ipykernel for this interpreter, carrying the OpenBLAS environment."""
+    """Register a named ipykernel for this interpreter, carrying the OpenBLAS environment.
+
+    The notebooks declare this kernel spec (``lekutils``), so Jupyter and plain ``papermill`` run them
+    on this venv wherever they are opened."""
     from lekutils.core.blas import blas_env
 
     prefix = prefix or sys.prefix
     folder = Path(prefix) / "share" / "jupyter" / "kernels" / name
     spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        # --log-level: the kernel's own log lines ("running over TCP without encryption", a
+        # shutdown's "KeyboardInterrupt caught") are noise in the runner's terminal; cell errors and
+        # a dead kernel still reach the runner through the Jupyter protocol.
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--log-level=CRITICAL"],
         "display_name": f"LEK workbook ({Path(sys.prefix).name})",
         "language": "python",
         "metadata": {"debugger": True},
-        "env": {**blas_env(), "LEKUTILS_BLAS_REEXEC": "1", "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"},
+        # no MPLBACKEND: the kernel's inline backend shows figures in the notebook (lekutils.notebook)
+        "env": {**blas_env(), "LEKUTILS_BLAS_REEXEC": "1", "PYTHONHASHSEED": "0"},
     }
     atomic_write_json(folder / "kernel.json", spec)
     return folder
@@ -102,36 +113,58 @@ def execute(ex: Execution, out_dir: Path, *, progress_bar: bool = True, kernel_n
     return out
 
 
+@contextlib.contextmanager
+def _progress_env(channel: Path) -> Iterator[None]:
+    """Name the progress file in the environment the notebook's kernel inherits."""
+    old = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = str(channel)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = old
+
+
 LOCK_HINT = "wait for it to finish, or pass --wait-lock to wait for it"
 
 
 def _history_entry(old: Mapping[str, Any]) -> dict[str, Any]:
-    """A compact record of an earlier run for the manifest's ``history``."""
+    """A record of an earlier run for the manifest's ``history``: what ran, with which parameters."""
+    keep = ("name", "experiment", "status", "started", "duration_s", "error", "parameters", "output")
     return {"created": old.get("created"), "command": old.get("command"), "status": old.get("status"),
             "duration_s": old.get("duration_s"), "git": (old.get("git") or {}).get("commit"),
             **({"interrupted_noticed": old["interrupted_noticed"]} if old.get("interrupted_noticed") else {}),
-            "executions": [{k: e.get(k) for k in ("name", "status", "started", "duration_s", "error") if k in e}
-                           for e in old.get("executions", [])]}
+            "executions": [{k: e.get(k) for k in keep if k in e}
+                           for e in old.get("executions", []) if not e.get("from_earlier_run")]}
 
 
-def previous_runs(manifest_path: Path) -> list[dict[str, Any]]:
-    """The history of the run folder: earlier runs (oldest first), the last one marked ``interrupted``
-    if its runner died while it was ``running`` (we hold the folder's lock, so it is not running)."""
+def previous_state(manifest_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The run folder's history (earlier runs, oldest first; the last one marked ``interrupted`` if
+    its runner died while it was ``running`` — we hold the folder's lock, so it is not running) and
+    the executions its manifest lists (kept in the new manifest where this run does not redo them)."""
     if not manifest_path.exists():
-        return []
+        return [], []
     try:
         old = read_json_file(manifest_path, "manifest")
     except DataError:
-        return []  # an unreadable manifest is replaced; the run folder's records are what matter
+        return [], []  # an unreadable manifest is replaced; the run folder's records are what matter
     if not isinstance(old, dict):
-        return []
+        return [], []
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if old.get("status") in (None, "running") or any(e.get("status") == "running" for e in old.get("executions", [])):
         old["status"], old["interrupted_noticed"] = "interrupted", now
         for e in old.get("executions", []):
             if e.get("status") == "running":
                 e["status"] = "interrupted"
-    return [*old.get("history", []), _history_entry(old)]
+    executions = [e for e in old.get("executions", []) if isinstance(e, dict) and "name" in e]
+    return [*old.get("history", []), _history_entry(old)], executions
+
+
+def previous_runs(manifest_path: Path) -> list[dict[str, Any]]:
+    """The history of the run folder (see :func:`previous_state`)."""
+    return previous_state(manifest_path)[0]
 
 
 def run_pipeline(
@@ -147,8 +180,15 @@ def run_pipeline(
     dry_run: bool = False,
     wait_lock: bool = False,
     on_event: Callable[[str, Execution, dict[str, Any]], None] | None = None,
+    name: str = "",
 ) -> dict[str, Any]:
     """Validate and execute a profile's pipeline (or the named notebooks of it); return the manifest.
+
+    ``name`` makes the run a named experiment: notebooks take it as their ``experiment`` parameter
+    and write their results beside the unnamed run's (e.g. ``ab/<model>@<name>.jsonl``), the executed
+    copies are ``notebooks/<execution>@<name>.ipynb``, and the manifest lists them as ``<execution>@<name>``.
+    The manifest keeps every execution of the run folder (this run's replace their earlier entries)
+    and, in ``history``, every earlier run with its executions' parameters.
 
     The run folder is locked for the whole run (:mod:`lekutils.core.lock`): a second run on it
     raises :class:`~lekutils.core.lock.LockedError` at once, or waits with ``wait_lock=True``.
@@ -170,7 +210,9 @@ def run_pipeline(
                                                  f"({', '.join(e.name for e in executions)}) nor a notebook"])
             selected.extend(h for h in hits if h not in selected)
         executions = selected
-    executions = resolve(executions, profile, extra_files, overrides, out_dir)
+    if name:
+        check_experiment_name(name)
+    executions = resolve(executions, profile, extra_files, overrides, out_dir, experiment=name)
     manifest = build_manifest(profile, executions, argv)
     if dry_run:
         return manifest
@@ -183,19 +225,26 @@ def _run_locked(manifest: dict[str, Any], executions: Sequence[Execution], out_d
                 on_event: Callable[[str, Execution, dict[str, Any]], None] | None) -> dict[str, Any]:
     manifest_path = out_dir / "manifest.json"
     manifest["status"] = "running"
-    manifest["history"] = previous_runs(manifest_path)
+    manifest["history"], earlier = previous_state(manifest_path)
+    current = manifest["executions"]  # this run's entries; the manifest lists them among the earlier ones
+    manifest["executions"] = merge_executions(earlier, current)
     atomic_write_json(manifest_path, manifest)
     install_kernelspec()  # (re)written each run so the kernel's BLAS environment matches this venv
     total_start = time.time()
     for i, ex in enumerate(executions):
-        entry = manifest["executions"][i]
+        entry = current[i]
         entry["status"], entry["started"] = "running", datetime.now(timezone.utc).isoformat()
         atomic_write_json(manifest_path, manifest)
         if on_event:
             on_event("start", ex, {"index": i, "total": len(executions)})
         t0 = time.time()
         try:
-            execute(ex, out_dir, progress_bar=progress_bar)
+            if progress_bar:  # live generation/training progress from inside the notebook, in the terminal
+                channel = out_dir / ".progress" / f"{ex.name}.json"
+                with _progress_env(channel), ProgressWatcher(channel):
+                    execute(ex, out_dir, progress_bar=False)
+            else:
+                execute(ex, out_dir, progress_bar=False)
         except BaseException as e:
             status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit, KernelDied)) else "failed"
             entry["status"], entry["duration_s"] = status, round(time.time() - t0, 2)

@@ -114,7 +114,8 @@ def build_manifest(profile: str, executions: Sequence[Execution], argv: Sequence
         "models": model_fingerprints(executions),
         "inputs": inputs,
         "executions": [
-            {"name": ex.name, "notebook": _rel(ex.notebook),
+            {"name": ex.name, **({"experiment": ex.experiment} if ex.experiment else {}),
+             "notebook": _rel(ex.notebook),
              "params_file": _rel(ex.params_file) if ex.params_file else None,
              "parameters": ex.parameters, "sources": ex.sources, "output": ex.output,
              "status": "pending", "duration_s": None}
@@ -123,8 +124,30 @@ def build_manifest(profile: str, executions: Sequence[Execution], argv: Sequence
     }
 
 
+def execution_key(entry: Mapping[str, Any]) -> str:
+    """An execution entry's identity: ``name`` or ``name@experiment``."""
+    return f"{entry['name']}@{entry['experiment']}" if entry.get("experiment") else str(entry["name"])
+
+
+def merge_executions(previous: Sequence[Mapping[str, Any]], current: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run folder's executions after this run: the earlier entries of executions not run now
+    (kept as they were), with this run's entries in their place or appended (in run order)."""
+    now = {execution_key(e): e for e in current}
+    out: list[dict[str, Any]] = []
+    for e in previous:
+        k = execution_key(e)
+        if k in now:
+            out.append(now.pop(k))
+        else:
+            out.append({**e, "from_earlier_run": True})
+    out.extend(e for e in current if execution_key(e) in now)
+    return out
+
+
 def manifest_summary(manifest: Mapping[str, Any]) -> str:
-    rows = [f"  {e['name']:<28} {e['status']:<8} {e['duration_s'] if e['duration_s'] is not None else '-':>8}s"
+    rows = [f"  {execution_key(e):<28} {e['status']:<11} "
+            f"{e['duration_s'] if e.get('duration_s') is not None else '-':>8}s"
+            + ("  (earlier run)" if e.get("from_earlier_run") else "")
             for e in manifest["executions"]]
     return "\n".join(rows)
 

@@ -8,6 +8,7 @@ resolve as notebook default < curriculum defaults < curriculum phase row (execut
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,16 @@ class Execution:
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> where its value came from
     phase: int | None = None  # curriculum phase: parameters from <profile>/curriculum.yaml (runner.curriculum)
     curriculum: Path | None = None
+    experiment: str = ""  # a named re-run (``run --name``): its outputs sit beside the unnamed run's
+
+    @property
+    def key(self) -> str:
+        """The execution's identity in the manifest: ``name`` or ``name@experiment``."""
+        return f"{self.name}@{self.experiment}" if self.experiment else self.name
 
     @property
     def output(self) -> str:
-        return f"notebooks/{self.name}.ipynb"
+        return f"notebooks/{self.name}@{self.experiment}.ipynb" if self.experiment else f"notebooks/{self.name}.ipynb"
 
 
 def notebook_path(name: str) -> Path:
@@ -96,6 +103,7 @@ def resolve(
     extra_files: Sequence[Path] = (),
     overrides: Mapping[str, Any] | None = None,
     out_dir: Path | None = None,
+    experiment: str = "",
 ) -> list[Execution]:
     """Merge parameters (default < profile YAML < -f files < -p) and validate them all.
 
@@ -154,6 +162,12 @@ def resolve(
                     used.add((origin, k))
         if "run_dir" in specs and "run_dir" not in values:
             values["run_dir"], sources["run_dir"] = _rel(out_dir or run_dir(profile)), "runner"
+        if experiment:
+            if "experiment" not in specs:
+                msgs.append("--name: this notebook has no 'experiment' parameter (only notebooks whose results "
+                            "can sit beside each other take a name; use --out for a separate run folder)")
+            else:
+                values["experiment"], sources["experiment"] = experiment, "--name"
         for k, v in list(values.items()):
             msg = check_value(specs[k], v)
             if msg:
@@ -163,7 +177,8 @@ def resolve(
         if msgs:
             known = ", ".join(f"{s.name}: {s.type.__name__ if s.type else 'any'}" for s in specs.values())
             errors.append(ParameterError(f"{ex.name} ({ex.notebook.name})", msgs + [f"known parameters: {known}"]))
-        resolved.append(Execution(ex.name, ex.notebook, ex.params_file, values, sources, ex.phase, ex.curriculum))
+        resolved.append(Execution(ex.name, ex.notebook, ex.params_file, values, sources, ex.phase, ex.curriculum,
+                                  experiment))
     for origin, layer in layers:
         for k in layer:
             if (origin, k) not in used:
@@ -173,6 +188,14 @@ def resolve(
     if errors:
         raise ParameterError("parameter check", [str(e) for e in errors])
     return resolved
+
+
+def check_experiment_name(name: str) -> str:
+    """A ``--name`` is a short file-name-safe word: letters, digits, ``-``, ``_``, ``.``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
+        raise ParameterError("--name", [f"'{name}' is not a valid experiment name: use 1-64 letters, digits, "
+                                        "'-', '_' or '.', starting with a letter or digit"])
+    return name
 
 
 def _rel(path: Path) -> str:

@@ -91,7 +91,8 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
            adapter_path: PathLike | None = None, sampler: SamplerSettings | None = None,
            scorer: str = "v2", batch_size: int = 16, engine: Any = None,
            progress: Callable[[int], None] | None = None, chunk_size: int | None = None,
-           probe_set: str | None = None, stale: str = "replace", store_every: int = 4) -> dict[str, Any]:
+           probe_set: str | None = None, stale: str = "replace", store_every: int = 4,
+           experiment: str = "") -> dict[str, Any]:
     """Run (or resume) an A/B test and write ``out_path``; return its summary line.
 
     ``model`` is a model spec (see ``lekutils.engine.models.load``); ``engine`` an already built
@@ -100,7 +101,8 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
     records (for reports); ``chunk_size`` and ``store_every`` (finished results are stored in groups
     of at most this many, so a kill loses at most that many) are passed to the task loop. Work-file records made with
     other settings are regenerated (``stale="replace"``) or refused (``"error"``): see
-    :mod:`lekutils.tasks.loop`.
+    :mod:`lekutils.tasks.loop`. ``experiment`` (a named re-run, ``run --name``) is recorded in every
+    line, and the report labels the run ``<model> [<experiment>]``.
     """
     from lekutils.engine.base import SamplerSettings
     from lekutils.tasks.loop import TaskItem, TaskSpec, adapter_info, model_reference, run_task, work_path
@@ -152,11 +154,13 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
                           "model": model, "model_sha256": fingerprint.get("sha256"), "adapter": adapter,
                           "sampler": sampler_d, "seed": sampler_d.get("seed"),
                           "probe_set": probe_set, "source_probe": p.source_probe, "rephrase_type": p.rephrase_type,
+                          **({"experiment": experiment} if experiment else {}),
                           "ts": max(done[(p.id, c.name)]["ts"] for c in conditions)})
         summary = ab_summary(lines, names)
         duration = sum(float(r.get("wall_s", 0.0)) for r in run.records)
         summary.update({
             "model": model, "model_fingerprint": fingerprint, "adapter": adapter, "probe_set": probe_set,
+            **({"experiment": experiment} if experiment else {}),
             "scorer": scorer_name, "scorer_version": scorer_version,
             "sampler": sampler_d, "seed": sampler_d.get("seed"), "max_tokens": sampler_d.get("max_tokens"),
             "duration": f"{round(duration)}s", "duration_s": round(duration, 2),

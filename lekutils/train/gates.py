@@ -247,7 +247,8 @@ def write_report(report: GateReport, out_dir: Path, run_dir: Path) -> Path:
     """Write ``gates.json`` into ``out_dir`` and ``tables/gates_phase<K>.csv`` into the run folder."""
     path = atomic_write_json(out_dir / "gates.json", report.to_dict())
     atomic_write_csv(run_dir / "tables" / f"gates_phase{report.phase}.csv",
-                     [{**asdict(r)} for r in report.results])
+                     [{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(r).items()}
+                      for r in report.results])
     return path
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lekutils.core import stages
 from lekutils.train.config import PhaseConfig
 from lekutils.train.gates import GateReport
 from lekutils.train.loop import PhaseResult
@@ -68,6 +69,9 @@ def plan(params: Mapping[str, Any]) -> Stage:
         prev = None
     else:
         prev = Path(prev_param) if prev_param else run_dir / "adapters" / f"phase{phase - 1}"
+    stages.require(data / "train.jsonl", run_dir, "training data")
+    if prev is not None:
+        stages.require(prev / "adapters.safetensors", run_dir, "previous phase's adapter")
     return Stage(phase, str(params["model"]), run_dir, data, run_dir / "adapters" / f"phase{phase}", prev,
                  config_from(params))
 
