@@ -46,11 +46,9 @@ def inline_figures() -> None:
     ``<Figure size ...>`` instead of the figure)."""
     if not _in_kernel():
         return
-    import matplotlib
-    import matplotlib.pyplot as plt
+    from IPython import get_ipython
 
-    if "inline" not in matplotlib.get_backend().lower():
-        plt.switch_backend("module://matplotlib_inline.backend_inline")
+    get_ipython().run_line_magic("matplotlib", "inline")  # also registers the show-at-end-of-cell hook
     try:  # crisp figures inline; the saved files keep their own dpi
         from matplotlib_inline.backend_inline import set_matplotlib_formats
 

@@ -110,8 +110,8 @@ def test_missing_earlier_stage_input_names_the_notebook(tmp_path):
     run = tmp_path / "runs" / "exp"
     with pytest.raises(DataError) as e:
         stages.require(run / "probes" / "eval.json", run, "probe set")
-    assert "00_probes" in str(e.value) and "eval.json" in str(e.value) and f"--out {run}" in str(e.value)
-    with pytest.raises(DataError, match=r"10_self_distill for phase 2"):
+    assert "run 00_probes" in str(e.value) and "eval.json" in str(e.value) and f"--out {run}" in str(e.value)
+    with pytest.raises(DataError, match=r"10_self_distill for phase 2: run that execution first"):
         stages.require(run / "distill" / "phase2" / "train.jsonl", run, "training data")
     with pytest.raises(DataError, match=r"20_train_phase for phase 1"):
         stages.require(run / "adapters" / "phase1" / "adapters.safetensors", run)

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from lekutils.core.errors import DataError
 
+#: The profile a runner executes (set by ``python -m lekutils run`` for the notebooks' kernels).
+PROFILE_ENV = "LEK_PROFILE"
+
 #: (pattern on the path relative to the run folder, the notebook that writes it, what it is)
 PRODUCERS: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(r"^probes(/|$)"), "00_probes", "the run's probe sets"),
@@ -38,17 +41,22 @@ def producer(path: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> t
 
 
 def missing_hint(path: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> str:
-    """What to run so that ``path`` exists (empty when no stage of the run folder writes it)."""
+    """What to run so that ``path`` exists (empty when no stage of the run folder writes it).
+
+    Under ``python -m lekutils run`` the profile (``LEK_PROFILE``, set by the runner) is named too."""
     found = producer(path, run_dir)
     if found is None:
         return ""
     notebook, what = found
+    profile = os.environ.get(PROFILE_ENV)
+    opts = (f" --profile {profile}" if profile else "") + f" --out {run_dir}"
     m = re.search(r"phase(\d+)", Path(path).as_posix())
-    phase = f" for phase {m.group(1)}" if m and "phase" in what else ""
-    return (f"it is {what}, written by notebook {notebook}{phase}: run that stage first, e.g. "
-            f"`python -m lekutils run --out {run_dir}` for the whole pipeline, or "
-            f"`python -m lekutils run <execution> --out {run_dir}` for the execution of {notebook}{phase} "
-            f"(`python -m lekutils run --dry-run` lists them)")
+    if m and "phase" in what:
+        return (f"it is {what}, written by notebook {notebook} for phase {m.group(1)}: run that execution first "
+                f"(`python -m lekutils run --dry-run{opts}` lists the executions; "
+                f"`python -m lekutils run{opts}` runs the whole pipeline)")
+    return (f"it is {what}, written by notebook {notebook}: run it first, "
+            f"`python -m lekutils run {notebook}{opts}` (or the whole pipeline: `python -m lekutils run{opts}`)")
 
 
 def require(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], what: str = "input") -> Path:

@@ -18,6 +18,7 @@ from lekutils.core.jsonl import atomic_write_json, read_json_file
 from lekutils.core.paths import PARAMS_DIR, REPO_ROOT, run_dir
 from lekutils.core.progress import ENV as PROGRESS_ENV
 from lekutils.core.progress import ProgressWatcher
+from lekutils.core.stages import PROFILE_ENV
 from lekutils.runner.manifest import build_manifest, merge_executions
 from lekutils.runner.profile import Execution, check_experiment_name, load_pipeline, notebook_path, resolve
 
@@ -114,17 +115,18 @@ def execute(ex: Execution, out_dir: Path, *, progress_bar: bool = True, kernel_n
 
 
 @contextlib.contextmanager
-def _progress_env(channel: Path) -> Iterator[None]:
-    """Name the progress file in the environment the notebook's kernel inherits."""
-    old = os.environ.get(PROGRESS_ENV)
-    os.environ[PROGRESS_ENV] = str(channel)
+def _kernel_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set variables in the environment the notebook's kernel inherits (the progress file, the profile)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(PROGRESS_ENV, None)
-        else:
-            os.environ[PROGRESS_ENV] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 LOCK_HINT = "wait for it to finish, or pass --wait-lock to wait for it"
@@ -239,12 +241,14 @@ def _run_locked(manifest: dict[str, Any], executions: Sequence[Execution], out_d
             on_event("start", ex, {"index": i, "total": len(executions)})
         t0 = time.time()
         try:
+            env = {PROFILE_ENV: str(manifest["profile"])}
             if progress_bar:  # live generation/training progress from inside the notebook, in the terminal
-                channel = out_dir / ".progress" / f"{ex.name}.json"
-                with _progress_env(channel), ProgressWatcher(channel):
+                channel = out_dir / ".progress" / f"{ex.key}.json"
+                with _kernel_env({**env, PROGRESS_ENV: str(channel)}), ProgressWatcher(channel):
                     execute(ex, out_dir, progress_bar=False)
             else:
-                execute(ex, out_dir, progress_bar=False)
+                with _kernel_env(env):
+                    execute(ex, out_dir, progress_bar=False)
         except BaseException as e:
             status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit, KernelDied)) else "failed"
             entry["status"], entry["duration_s"] = status, round(time.time() - t0, 2)

@@ -143,6 +143,9 @@ def fingerprint(spec: str) -> dict[str, Any]:
         out["size"] = sum(f.stat().st_size for f in files)
     if src.kind == "embedded" and src.name in EMBEDDED:
         out["package"] = EMBEDDED[src.name].package
+    if src.kind in ("embedded", "gguf") and src.path is not None:  # what stock mlx_lm.load opens (mlx_model_dir)
+        d = Path(converted_dir(src.path, default_dtype(), source_info={"spec": src.spec}))
+        out["mlx_dir"] = str(d) if (d / "config.json").exists() else None
     return out
 
 
