@@ -2,7 +2,8 @@
 
 Commands: run (execute notebooks), score (re-score A/B files), gates (check a phase's gates),
 bench (benchmarks), kernelspec (register the Jupyter kernel spec), review (accept/reject distilled
-examples without the panel). One module per command in
+examples without the panel), export (the report as one HTML file and its figures as one PDF),
+upstream (fetch the upstream reference data at the pinned commit). One module per command in
 ``lekutils/runner/cmd_*.py``, each with ``add_parser(subparsers)`` setting ``func``.
 """
 
@@ -16,12 +17,21 @@ from lekutils.core.blas import reexec_with_fast_blas
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lekutils.runner import cmd_bench, cmd_gates, cmd_kernelspec, cmd_review, cmd_run, cmd_score
+    from lekutils.runner import (
+        cmd_bench,
+        cmd_export,
+        cmd_gates,
+        cmd_kernelspec,
+        cmd_review,
+        cmd_run,
+        cmd_score,
+        cmd_upstream,
+    )
 
     parser = argparse.ArgumentParser(prog="python -m lekutils", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (cmd_run, cmd_score, cmd_gates, cmd_bench, cmd_kernelspec, cmd_review):
+    for command in (cmd_run, cmd_score, cmd_gates, cmd_bench, cmd_kernelspec, cmd_review, cmd_export, cmd_upstream):
         command.add_parser(sub)
     return parser
 
