@@ -15,6 +15,7 @@ with a bookmark each; :mod:`pypdf`); a figure saved only as PNG becomes an image
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -44,6 +45,13 @@ class ExportResult:
     figures: list[str]
 
 
+def _run_hint(run_dir: Path, name: str = REPORT_NOTEBOOK) -> str:
+    """The command that makes the report of ``run_dir`` (``runs/<profile>`` or a ``--out`` folder)."""
+    if run_dir.parent.name == "runs":
+        return f"python -m lekutils run {name} --profile {run_dir.name}"
+    return f"python -m lekutils run {name} --profile PROFILE --out {run_dir}"
+
+
 def find_report_notebook(run_dir: str | os.PathLike[str], name: str = REPORT_NOTEBOOK) -> Path:
     """The executed report notebook of a run folder: ``<run_dir>/notebooks/<name>.ipynb``, else the newest
     ``<name>*.ipynb`` there (named experiments); an :class:`ExportError` saying what to run otherwise."""
@@ -54,9 +62,8 @@ def find_report_notebook(run_dir: str | os.PathLike[str], name: str = REPORT_NOT
     found = sorted(folder.glob(f"{name}*.ipynb"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     if found:
         return found[-1]
-    profile = Path(run_dir).name
-    raise ExportError(f"no executed report notebook in {folder}: run "
-                      f"`python -m lekutils run {name} --profile {profile}` first (or pass --notebook)")
+    raise ExportError(f"no executed report notebook in {folder}: run `{_run_hint(Path(run_dir), name)}` "
+                      "first (or pass --notebook)")
 
 
 def notebook_html(notebook: str | os.PathLike[str], *, title: str | None = None, hide_code: bool = False) -> str:
@@ -68,8 +75,10 @@ def notebook_html(notebook: str | os.PathLike[str], *, title: str | None = None,
     if not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
         raise ExportError(f"{notebook} has no outputs: execute it first (python -m lekutils run ...)")
     nb.metadata.pop("widgets", None)  # saved widget state would make the page fetch a widget manager
+    quiet = logging.getLogger(f"{__name__}.nbconvert")  # not its warning on figures without alt text
+    quiet.setLevel(logging.ERROR)
     exporter = HTMLExporter(template_name="lab", embed_images=True, exclude_input=hide_code,
-                            exclude_input_prompt=hide_code)
+                            exclude_input_prompt=hide_code, log=quiet)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title or Path(notebook).stem}})
     body = _REMOTE_SCRIPT.sub("", _MATHJAX_CONFIG.sub("", body))
     head, end = re.search(r"<head[^>]*>", body, re.I), body.lower().find("</head>")
@@ -153,7 +162,7 @@ def export_report(run_dir: str | os.PathLike[str], *, notebook: str | os.PathLik
         files = figure_files(fig_dir)
         if not files:
             raise ExportError(f"no figures (PDF or PNG) in {fig_dir}: run the report notebook first "
-                              f"(`python -m lekutils run {REPORT_NOTEBOOK} --profile {run_dir.name}`)")
+                              f"(`{_run_hint(run_dir)}`)")
         pdf_path = figures_pdf(files, out / "figures.pdf")
         names = [f.stem for f in files]
     return ExportResult(html_path, pdf_path, names)
