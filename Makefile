@@ -39,3 +39,17 @@ strip: setup
 
 clean-runs:
 	rm -rf runs/
+
+.PHONY: upstream export test-browser
+
+# the upstream LEK reference data at the pinned commit, verified, into the user cache
+upstream: setup
+	$(PY) -m lekutils upstream fetch
+
+# the executed report of PROFILE as one HTML file and its figures as one PDF (runs/<profile>/report/)
+export: setup
+	$(PY) -m lekutils export --profile $(PROFILE)
+
+# the export and the real-browser test (JupyterLab + headless Chromium; apt-get install chromium)
+test-browser: setup
+	$(PY) -m pytest tests/test_export.py tests/test_browser.py

@@ -191,7 +191,8 @@ def test_cli_lists_one_module_per_command(tmp_path, capsys):
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"run", "score", "gates", "bench", "kernelspec", "review", "exec", "model"}
+    assert set(sub.choices) == {"run", "score", "gates", "bench", "kernelspec", "review", "export", "upstream",
+                                "exec", "model"}
     args = parser.parse_args(["bench", "score", "--n", "2", "--source", "synthetic", "--processes", "1"])
     assert args.func(args) == 0 and "texts/s" in capsys.readouterr().out
     assert parser.parse_args(["kernelspec"]).name == "lekutils"

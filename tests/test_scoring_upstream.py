@@ -25,7 +25,7 @@ def rescored(upstream: Path) -> dict[str, RescoredFile]:
     for name in PUBLISHED:
         path = upstream / "benchmarks" / name
         if not path.is_file():
-            pytest.skip(f"upstream file {path} not found")
+            pytest.skip(f"upstream reference data not found: {path} (run `python -m lekutils upstream fetch`)")
         out[name] = rescore_file(path, "v2", processes=1)
     return out
 

@@ -13,9 +13,12 @@ FIGURES_DIR = REPO_ROOT / "figures"
 
 
 def upstream_dir() -> Path:
-    """The upstream LEK reference folder: ``$LEK_UPSTREAM``, else ``../shared/upstream`` beside the repo."""
-    env = os.environ.get("LEK_UPSTREAM")
-    return Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "upstream"
+    """The upstream LEK reference folder: ``$LEK_UPSTREAM``, else the folder ``python -m lekutils upstream
+    fetch`` installed for the shipped pin, else ``../shared/upstream`` beside the repo (see
+    :mod:`lekutils.core.upstream`)."""
+    from lekutils.core.upstream import find_upstream
+
+    return find_upstream()
 
 
 def run_dir(profile: str = "smoke", base: str | os.PathLike[str] | None = None) -> Path:

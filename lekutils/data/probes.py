@@ -23,6 +23,7 @@ from typing import Any
 from lekutils.core.errors import DataError, Problem, read_text_file
 from lekutils.core.hashing import sha256_file, tagged
 from lekutils.core.jsonl import atomic_write_json, loads_strict
+from lekutils.core.upstream import expand as expand_upstream
 
 PathLike = str | os.PathLike[str]
 
@@ -271,7 +272,8 @@ def build_probe_sets(sets: dict[str, Sequence[PathLike]], out_dir: PathLike, *,
     ``<name>-rephrased.json`` for ``rephrase_sets``) plus ``<out_dir>/index.json``.
 
     All sets are validated before anything is written. ``skip_missing`` skips a set whose files
-    do not all exist (e.g. upstream seeds on a machine without them) instead of failing.
+    do not all exist (e.g. upstream seeds on a machine without them) instead of failing. A file name
+    may start with ``{upstream}`` (the upstream folder, :func:`lekutils.core.paths.upstream_dir`).
     Returns the index: per written set its ``path``, ``n``, ``hash``, per-domain ``counts`` and
     ``sources`` (file -> sha256); skipped sets under ``"skipped"``.
     """
@@ -283,7 +285,7 @@ def build_probe_sets(sets: dict[str, Sequence[PathLike]], out_dir: PathLike, *,
     sources: dict[str, dict[str, str]] = {}
     skipped: dict[str, list[str]] = {}
     for name, files in sets.items():
-        paths = [Path(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)]
+        paths = [Path(expand_upstream(f)) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing and skip_missing:
             skipped[name] = missing
