@@ -247,11 +247,12 @@ def test_report_explorer_in_jupyterlab(page, lab) -> None:
     page.screenshot(path=str(lab["shots"] / "lab-explorer-json.png"))
     elapsed = time.monotonic() - t0
     assert elapsed < 90, f"report notebook in the browser took {elapsed:.0f}s"
-    # figures inline in Lab (issue 14): checked once the kernel spec no longer forces the Agg backend
+    # figures inline in Lab (issue 14): the kernel spec sets no MPLBACKEND, lekutils.notebook.setup() is inline
     spec = json.loads((lab["kernels"] / "kernel.json").read_text())
-    if spec.get("env", {}).get("MPLBACKEND") != "Agg":
-        figs = page.locator(".jp-OutputArea-output img")
-        assert figs.count() >= 5, f"{figs.count()} inline figure image(s) in the report"
+    assert spec.get("env", {}).get("MPLBACKEND") is None
+    figs = page.locator(".jp-OutputArea-output img")
+    assert figs.count() >= 5, f"{figs.count()} inline figure image(s) in the report"
+    figs.nth(1).screenshot(path=str(lab["shots"] / "lab-inline-figure.png"))
 
 
 def test_review_panel_writes_decisions(page, lab) -> None:
