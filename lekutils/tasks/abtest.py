@@ -127,11 +127,9 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
              for c in conditions for p in probes]
 
     def load_engine() -> Any:
-        from lekutils.engine import models
-        from lekutils.engine.local import Engine
+        from lekutils.engine.factory import open_generator
 
-        mdl, tok = models.load(model, adapter_path=None if adapter_path is None else str(adapter_path))
-        return Engine(mdl, tok, batch_size=batch_size, model_spec=model)
+        return open_generator(model, batch_size=batch_size, adapter_path=adapter_path)
 
     with lock.hold(work_path(out_path), folder=False, wait=True):  # the task and the output file
         sweep_temp_files(out_path)  # a killed run's half-written output

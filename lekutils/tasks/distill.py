@@ -277,11 +277,9 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
         "model": settings.model, "adapter": settings.adapter, **kernel_meta}) for p in probes]
 
     def load_engine() -> Any:
-        from lekutils.engine.local import Engine
-        from lekutils.engine.models import load
+        from lekutils.engine.factory import open_generator
 
-        model, tokenizer = load(settings.model, adapter_path=settings.adapter)
-        return Engine(model, tokenizer, batch_size=settings.batch_size, model_spec=settings.model)
+        return open_generator(settings.model, batch_size=settings.batch_size, adapter_path=settings.adapter)
 
     loaded: list[Any] = []
 

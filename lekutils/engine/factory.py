@@ -1,0 +1,27 @@
+"""One entry point from a model spec to a :class:`~lekutils.engine.base.Generator`.
+
+Every task that generates (A/B test, distillation, its reference models, the gates) opens its
+generator here, so a new kind of backend (e.g. a remote server) is accepted wherever a model spec is.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lekutils.engine.base import Generator
+
+__all__ = ["open_generator"]
+
+
+def open_generator(spec: str, *, batch_size: int = 16, adapter_path: str | os.PathLike[str] | None = None,
+                   **options: Any) -> Generator:
+    """The generator for model ``spec`` (an embedded name, a GGUF file, an MLX folder or an HF id:
+    the local MLX engine), with an optional LoRA adapter."""
+    from lekutils.engine import models
+    from lekutils.engine.local import Engine
+
+    if options:
+        raise TypeError(f"unknown options for a local model: {sorted(options)}")
+    model, tokenizer = models.load(spec, adapter_path=None if adapter_path is None else str(adapter_path))
+    return Engine(model, tokenizer, batch_size=batch_size, model_spec=spec)
