@@ -77,6 +77,7 @@ class GenerationResult:
     seed: int
     model: str | None = None
     tokens: list[int] = field(default_factory=list, repr=False)
+    endpoint: str | None = None  # a remote backend's endpoint name (host:port/path); None in-process
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

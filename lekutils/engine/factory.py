@@ -16,9 +16,17 @@ __all__ = ["open_generator"]
 
 def open_generator(spec: str, *, batch_size: int = 16, adapter_path: str | os.PathLike[str] | None = None,
                    **options: Any) -> Generator:
-    """The generator for model ``spec`` (an embedded name, a GGUF file, an MLX folder or an HF id:
-    the local MLX engine), with an optional LoRA adapter."""
-    from lekutils.engine import models
+    """The generator for model ``spec``: an embedded name, a GGUF file, an MLX folder or an HF id
+    (the local MLX engine, with an optional LoRA adapter), or ``openai:<model>@<url>[,<url>...]``
+    (:class:`lekutils.engine.remote.RemoteGenerator`; ``options`` are its
+    :class:`~lekutils.engine.remote.RemoteOptions`, e.g. ``in_flight=4, api_key_env="OPENAI_API_KEY"``)."""
+    from lekutils.engine import models, remote
+
+    if remote.is_remote(spec):
+        if adapter_path is not None:
+            raise ValueError(f"{spec}: a remote model takes no local adapter ({adapter_path}); serve the adapter "
+                             "with the model (e.g. mlx_lm.server --adapter-path) and use that server's spec")
+        return remote.RemoteGenerator(spec, batch_size=batch_size, **options)
     from lekutils.engine.local import Engine
 
     if options:

@@ -44,10 +44,14 @@ class LabelTable:
     def lookup(self, model_id: str, file_stem: str = "") -> ModelLabel:
         """The entry whose id or ``match`` list names ``model_id``, its basename or the file stem."""
         keys = {model_id, model_id.rstrip("/").rsplit("/", 1)[-1], file_stem}
+        if model_id.startswith("openai:"):  # a remote model: also its name as served
+            name = model_id.removeprefix("openai:").partition("@")[0]
+            keys |= {name, name.rstrip("/").rsplit("/", 1)[-1]}
         for m in self.models:
             if keys & ({m.id, *m.match} - {""}):
                 return m
-        short = model_id.rstrip("/").rsplit("/", 1)[-1] or file_stem
+        short = (model_id.partition("@")[0] if model_id.startswith("openai:") else model_id)
+        short = short.rstrip("/").rsplit("/", 1)[-1] or file_stem
         return ModelLabel(id=model_id, display=short)
 
     def by_id(self, model_id: str) -> ModelLabel | None:

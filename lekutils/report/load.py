@@ -101,8 +101,16 @@ def resolve_paths(
 
 
 def _model_id(value: Any) -> str | None:
+    """A record's model id; a remote spec's is ``openai:<model>`` (the same model on any endpoints)."""
+    from lekutils.engine import remote
+
     if isinstance(value, dict):
-        value = value.get("spec") or value.get("id") or value.get("path")
+        value = value.get("identity") or value.get("spec") or value.get("id") or value.get("path")
+    if remote.is_remote(value):
+        try:
+            return remote.model_id(str(value))
+        except ValueError:
+            pass
     return str(value) if value else None
 
 

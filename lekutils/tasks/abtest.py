@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,7 +92,7 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
            scorer: str = "v2", batch_size: int = 16, engine: Any = None,
            progress: Callable[[int], None] | None = None, chunk_size: int | None = None,
            probe_set: str | None = None, stale: str = "replace", store_every: int = 4,
-           experiment: str = "") -> dict[str, Any]:
+           experiment: str = "", generator_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) an A/B test and write ``out_path``; return its summary line.
 
     ``model`` is a model spec (see ``lekutils.engine.models.load``); ``engine`` an already built
@@ -102,7 +102,9 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
     of at most this many, so a kill loses at most that many) are passed to the task loop. Work-file records made with
     other settings are regenerated (``stale="replace"``) or refused (``"error"``): see
     :mod:`lekutils.tasks.loop`. ``experiment`` (a named re-run, ``run --name``) is recorded in every
-    line, and the report labels the run ``<model> [<experiment>]``.
+    line, and the report labels the run ``<model> [<experiment>]``. ``generator_options`` go to
+    :func:`lekutils.engine.factory.open_generator` (a remote model's options, e.g. ``{"in_flight": 4,
+    "api_key_env": "OPENAI_API_KEY"}``; see :mod:`lekutils.engine.remote`).
     """
     from lekutils.engine.base import SamplerSettings
     from lekutils.tasks.loop import TaskItem, TaskSpec, adapter_info, model_reference, run_task, work_path
@@ -116,6 +118,11 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
     if len({p.id for p in probes}) != len(probes):
         raise ValueError("probe ids must be unique")
     if adapter_path is not None:  # before anything runs: a bad adapter fails now, naming its file
+        from lekutils.engine.remote import is_remote
+
+        if is_remote(model):
+            raise ValueError(f"{model}: a remote model takes no local adapter ({adapter_path}); serve the adapter "
+                             "with the model (e.g. mlx_lm.server --adapter-path) and use that server's spec")
         from lekutils.tasks.validate import check_adapter
 
         check_adapter(adapter_path, model)
@@ -129,7 +136,7 @@ def run_ab(model: str, probes: Sequence[Probe], conditions: Sequence[Condition],
     def load_engine() -> Any:
         from lekutils.engine.factory import open_generator
 
-        return open_generator(model, batch_size=batch_size, adapter_path=adapter_path)
+        return open_generator(model, batch_size=batch_size, adapter_path=adapter_path, **(generator_options or {}))
 
     with lock.hold(work_path(out_path), folder=False, wait=True):  # the task and the output file
         sweep_temp_files(out_path)  # a killed run's half-written output
@@ -185,12 +192,17 @@ def select_probes(probes: Sequence[Probe], *, max_probes: int = 0, ids: Sequence
 
 
 def run_name(model: str, adapter_path: PathLike | None = None) -> str:
-    """A file-name-safe name for an A/B run: the model's last path part (``embedded:`` dropped),
-    plus ``+<adapter folder>``."""
+    """A file-name-safe name for an A/B run: the model's last path part (``embedded:`` dropped; a
+    remote model: ``openai-<model name's last part>``, whatever its endpoints), plus ``+<adapter folder>``."""
+    from lekutils.engine import remote
+
     def slug(s: str) -> str:
         return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in s).strip("-.") or "model"
 
-    base = slug(Path(model.removeprefix("embedded:").rstrip("/")).name)
+    if remote.is_remote(model):
+        base = slug("openai-" + Path(remote.parse_spec(model).model.rstrip("/")).name)
+    else:
+        base = slug(Path(model.removeprefix("embedded:").rstrip("/")).name)
     if adapter_path is None:
         return base
     a = Path(str(adapter_path).rstrip("/"))

@@ -121,7 +121,8 @@ def model_reference(model: str, generator: Any = None) -> dict[str, Any]:
 
 def content_key(spec: TaskSpec, item: TaskItem) -> str:
     """16 hex characters identifying everything that decides an item's generated text."""
-    model = spec.model.get("sha256") or spec.model.get("spec")
+    # a remote model's identity is openai:<model>: adding or moving endpoints regenerates nothing
+    model = spec.model.get("sha256") or spec.model.get("identity") or spec.model.get("spec")
     adapter = (spec.adapter or {}).get("sha256") or (spec.adapter or {}).get("path")
     system = None if item.system is None else sha256_bytes(item.system.encode("utf-8"))
     parts = [item.user, system, model, adapter, spec.sampler.to_dict()]
@@ -182,6 +183,7 @@ def _record(item: TaskItem, res: GenerationResult, ck: str, scorer: Any, wall_s:
         "time_s": round(float(res.time_s), 3), "prefill_s": round(float(res.prefill_s), 4),
         "decode_s": round(float(res.decode_s), 4), "wall_s": round(wall_s, 4),
         "sampler": res.sampler, "sample_seed": res.seed,
+        **({"served_model": res.model, "endpoint": res.endpoint} if res.endpoint else {}),
         "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

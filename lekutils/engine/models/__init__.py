@@ -101,6 +101,9 @@ def load(spec: str = DEFAULT_MODEL, adapter_path: str | os.PathLike[str] | None 
     import mlx_lm
 
     src = resolve(spec)
+    if src.kind == "openai":
+        raise ModelSpecError(f"model spec {spec!r} is served remotely and cannot be loaded in this process; "
+                             "generate with lekutils.engine.factory.open_generator(spec)")
     dtype = dtype or default_dtype()
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
@@ -127,7 +130,14 @@ def load_info(model: Any) -> dict[str, Any]:
 
 
 def fingerprint(spec: str) -> dict[str, Any]:
-    """Identify a model for manifests: spec, kind, source path, SHA-256 of its weights, size."""
+    """Identify a model for manifests: spec, kind, source path, SHA-256 of its weights, size.
+
+    A remote spec (``openai:...``) loads nothing: :func:`lekutils.engine.remote.fingerprint` (the
+    endpoint names and the server-reported model ids, never the API key)."""
+    from lekutils.engine import remote
+
+    if remote.is_remote(spec):
+        return remote.fingerprint(spec)
     src = resolve(spec)
     out: dict[str, Any] = {"spec": src.spec, "kind": src.kind, "name": src.name,
                            "path": str(src.path) if src.path else None, "sha256": None, "size": None}
@@ -158,6 +168,8 @@ def mlx_model_dir(spec: str) -> str:
     if Path(spec).is_dir():
         return str(spec)
     src = resolve(spec)
+    if src.kind == "openai":
+        raise ModelSpecError(f"model spec {spec!r} is served remotely: it has no local MLX folder")
     if src.path is not None and src.kind in ("embedded", "gguf"):
         d = converted_dir(src.path, default_dtype(), source_info={"spec": src.spec})
         if not (Path(d) / "config.json").exists():

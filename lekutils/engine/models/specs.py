@@ -60,6 +60,7 @@ VALID_FORMS = (
     "a path to a .gguf file (llama or gemma3 architecture)",
     "a path to an MLX model directory (config.json + *.safetensors)",
     "a Hugging Face id 'owner/name' (downloads; needs network)",
+    "openai:<model>@<base_url>[,<base_url>...] for an OpenAI-compatible server (see lekutils.engine.remote)",
 )
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -67,7 +68,8 @@ _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a spec points: ``kind`` in {embedded, gguf, mlx_dir, hf}; ``path`` None for HF ids."""
+    """Where a spec points: ``kind`` in {embedded, gguf, mlx_dir, hf, openai}; ``path`` None for HF ids and
+    remote models (``openai``: ``name`` is the requested model name)."""
 
     spec: str
     kind: str
@@ -102,6 +104,11 @@ def resolve(spec: str) -> ModelSource:
     if not isinstance(spec, str) or not spec.strip():
         raise _error(str(spec), "empty spec")
     spec = spec.strip()
+    if spec.startswith("openai:"):
+        from lekutils.engine.remote import parse_spec
+
+        rs = parse_spec(spec)
+        return ModelSource(spec, "openai", None, rs.model)
     if spec.startswith("embedded:"):
         name = spec.split(":", 1)[1]
         return ModelSource(spec, "embedded", embedded_path(name), name)
