@@ -1,4 +1,4 @@
-"""``python -m lekutils bench generate|score|train [args ...]``: the benchmark scripts of :mod:`lekutils.bench`.
+"""``python -m lekutils bench generate|score|train|serve [args ...]``: the benchmark scripts of :mod:`lekutils.bench`.
 
 Each benchmark parses its own options (``python -m lekutils bench NAME --help``).
 """
@@ -9,7 +9,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-HELP = "benchmarks: generate (engine vs upstream loop), score (scorer speed), train (LoRA steps/s)"
+HELP = ("benchmarks: generate (engine vs upstream loop), score (scorer speed), train (LoRA steps/s), "
+        "serve (in-process engine vs 1 vs 2 local mlx_lm.server)")
 
 
 def _generate(argv: list[str]) -> int:
@@ -30,7 +31,14 @@ def _train(argv: list[str]) -> int:
     return main(argv)
 
 
-BENCHMARKS: dict[str, Callable[[list[str]], int]] = {"generate": _generate, "score": _score, "train": _train}
+def _serve(argv: list[str]) -> int:
+    from lekutils.bench.serve import main
+
+    return main(argv)
+
+
+BENCHMARKS: dict[str, Callable[[list[str]], int]] = {"generate": _generate, "score": _score, "train": _train,
+                                                     "serve": _serve}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
