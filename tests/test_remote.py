@@ -296,3 +296,15 @@ def test_generate_resumable_drives_remote(fakes) -> None:
     stats = generate_resumable(gen, reqs, SamplerSettings(temperature=1.0), is_done=lambda k, i: (k, i) in stored,
                                on_chunk=on_chunk, store_every=2)
     assert len(stored) == 10 and stats["generated"] == 9 and max(groups) <= 2
+
+
+def test_report_groups_a_remote_model_by_its_name() -> None:
+    from lekutils.report.labels import LabelTable, ModelLabel
+    from lekutils.report.load import _model_id
+
+    spec = "openai:mlx-community/gemma-3-27b@http://a:1/v1,http://b:2/v1#in_flight=2"
+    assert _model_id(spec) == "openai:mlx-community/gemma-3-27b"
+    assert _model_id({"spec": spec, "identity": "openai:mlx-community/gemma-3-27b"}) == "openai:mlx-community/gemma-3-27b"
+    table = LabelTable([ModelLabel("g27", "Gemma 3 27B", match=["gemma-3-27b"])])
+    assert table.lookup(_model_id(spec)).display == "Gemma 3 27B"
+    assert LabelTable().lookup("openai:default_model").display == "openai:default_model"
