@@ -308,3 +308,46 @@ def test_report_groups_a_remote_model_by_its_name() -> None:
     table = LabelTable([ModelLabel("g27", "Gemma 3 27B", match=["gemma-3-27b"])])
     assert table.lookup(_model_id(spec)).display == "Gemma 3 27B"
     assert LabelTable().lookup("openai:default_model").display == "openai:default_model"
+
+
+CHILD = """
+import sys
+from lekutils.data.kernels import Condition
+from lekutils.data.probes import Probe
+from lekutils.engine.base import SamplerSettings
+from lekutils.tasks.abtest import run_ab
+probes = [Probe(f"P{i:02d}", "ethics", f"question {i}?", {}) for i in range(8)]
+run_ab(sys.argv[1], probes, [Condition("baseline", None, None, None)], sys.argv[2], store_every=1,
+       sampler=SamplerSettings(temperature=0.7), generator_options={"in_flight": 2, "retries": 0})
+"""
+
+
+@pytest.mark.faults
+def test_client_kill9_mid_run_loses_nothing_stored(fakes, tmp_path: Path) -> None:
+    """kill -9 of the generating process: every stored answer survives; the re-run asks only for the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    f = fakes(delay=0.15)
+    spec, out = f"openai:fake-model-1@{f.url}", tmp_path / "ab.jsonl"
+    wp = work_path(out)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, spec, str(out)], env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not wp.exists() or len(wp.read_text().splitlines()) < 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {(r["key"], r["sample_idx"]): r["response"] for r in map(json.loads, wp.read_text().splitlines())}
+    assert 3 <= len(before) < 8 and not out.exists()
+    f.requests.clear()
+    s = run_ab(spec, [Probe(f"P{i:02d}", "ethics", f"question {i}?", {}) for i in range(8)],
+               [Condition("baseline", None, None, None)], out, store_every=1,
+               sampler=SamplerSettings(temperature=0.7), generator_options={"in_flight": 2})
+    assert s["generated_this_run"] == 8 - len(before)
+    assert len([b for b in f.requests if b["max_tokens"] != 1]) == 8 - len(before)
+    after = [json.loads(x) for x in wp.read_text().splitlines()]
+    assert len(after) == len({(r["key"], r["sample_idx"]) for r in after}) == 8
+    assert all(before[(r["key"], r["sample_idx"])] == r["response"] for r in after if (r["key"], r["sample_idx"]) in before)
