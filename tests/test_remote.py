@@ -351,3 +351,16 @@ def test_client_kill9_mid_run_loses_nothing_stored(fakes, tmp_path: Path) -> Non
     after = [json.loads(x) for x in wp.read_text().splitlines()]
     assert len(after) == len({(r["key"], r["sample_idx"]) for r in after}) == 8
     assert all(before[(r["key"], r["sample_idx"])] == r["response"] for r in after if (r["key"], r["sample_idx"]) in before)
+
+
+def test_a_failing_store_stops_new_requests(fakes) -> None:
+    f = fakes(delay=0.05)
+    gen = RemoteGenerator(f"openai:m@{f.url}", in_flight=1, **FAST)
+
+    def on_result(res: Any) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        gen.generate([GenerationRequest(f"k{i}", "q") for i in range(6)], SamplerSettings(), on_result=on_result)
+    time.sleep(0.3)
+    assert len(f.requests) <= 2

@@ -478,29 +478,31 @@ class RemoteGenerator:
             return []
         stop = threading.Event()
         error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=min(self.capacity, len(items)), thread_name_prefix="lek-remote") as pool:
-            pending: set[Future[GenerationResult]] = {pool.submit(self._one, r, s, sampler, stop) for r, s in items}
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        try:
-                            res = f.result()
-                        except _Stopped:
-                            continue
-                        except Exception as e:  # noqa: BLE001 - the first failure is re-raised below
-                            if error is None:
-                                error = e
-                                self._stop(stop)
-                            continue
-                        results[(res.key, res.sample_idx)] = res
-                        if on_result is not None:
-                            on_result(res)
-                        if progress is not None:
-                            progress(1)
-            except BaseException:  # the caller's callback failed, or an interrupt: start nothing more
-                self._stop(stop)
-                raise
+        pool = ThreadPoolExecutor(max_workers=min(self.capacity, len(items)), thread_name_prefix="lek-remote")
+        pending: set[Future[GenerationResult]] = {pool.submit(self._one, r, s, sampler, stop) for r, s in items}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    try:
+                        res = f.result()
+                    except _Stopped:
+                        continue
+                    except Exception as e:  # noqa: BLE001 - the first failure is re-raised below
+                        if error is None:
+                            error = e
+                            self._stop(stop)
+                        continue
+                    results[(res.key, res.sample_idx)] = res
+                    if on_result is not None:
+                        on_result(res)
+                    if progress is not None:
+                        progress(1)
+        except BaseException:  # the caller's callback failed, or an interrupt: start nothing, wait for nothing
+            self._stop(stop)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         if error is not None:
             raise error
         return [results[(r.key, s)] for r, s in items]
