@@ -212,3 +212,29 @@ def test_reference_threshold_and_no_self_kept(tmp_path: Path, engines) -> None:
         distill(probes, raw, _settings(keep_threshold=1000.0, reference_threshold=-100.0), engine=own,
                 reference_engines={"tiny-reference": ref})
     assert e.value.summary["mix"]["reference_kept"] == 9 and e.value.summary["total_used"] == 0
+
+
+def test_runner_names_the_curriculum_file_and_field_of_bad_reference_values(tmp_path: Path, repo_root: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from lekutils.core.errors import ParameterError
+    from lekutils.runner.profile import load_pipeline, resolve
+
+    shutil.copytree(repo_root / "params" / "smoke", tmp_path / "smoke")
+    table = tmp_path / "smoke" / "curriculum.yaml"
+    doc = yaml.safe_load(table.read_text())
+    doc["phases"][2]["distill"].update({"reference_models": ["embedded:no-such-model"], "reference_samples": -3,
+                                        "reference_fraction": 1.0})
+    table.write_text(yaml.safe_dump(doc))
+    ex = next(e for e in load_pipeline("smoke", tmp_path) if e.name == "10_self_distill_phase2")
+    with pytest.raises(ParameterError) as e:
+        resolve([ex], "smoke")
+    msg = str(e.value)
+    origin = f"{table} phases[2].distill"
+    assert "'reference_models[0]': model spec 'embedded:no-such-model': unknown embedded model" in msg
+    assert msg.count(f"(from {origin})") == 3 and "'reference_samples'" in msg and "'reference_fraction'" in msg
+    ok = resolve([ex], "smoke", overrides={"reference_fraction": 0.3, "reference_samples": 2,
+                                           "reference_models": ["embedded:gemma3-270m"]})
+    assert ok[0].parameters["reference_models"] == ["embedded:gemma3-270m"]

@@ -67,7 +67,8 @@ def _spec_problem(spec: Any) -> str | None:
 
             check_model(spec)
     except (ValueError, OSError) as e:  # DataError and ModelSpecError are ValueErrors
-        return str(e).splitlines()[0]
+        first = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        return first.removesuffix(" Valid forms:")
     return None
 
 
@@ -107,6 +108,31 @@ def check_parameters(values: Mapping[str, Any], *, check_specs: bool = True) -> 
         problems.append(Problem(f"must be a number or null (the phase's keep_threshold), got {t!r}",
                                 field="reference_threshold"))
     return problems
+
+
+def check_reference_parameters(values: Any, where: str = "10_self_distill parameters") -> None:
+    """Raise a :class:`~lekutils.core.errors.DataError` naming ``where`` and every bad reference
+    field (``values``: a mapping or a :class:`~lekutils.tasks.distill.DistillSettings`)."""
+    from dataclasses import asdict, is_dataclass
+
+    from lekutils.core.errors import DataError
+
+    problems = check_parameters(asdict(values) if is_dataclass(values) else values)
+    if problems:
+        raise DataError(where, problems)
+
+
+def runner_problems(notebook: str | Path, values: Mapping[str, Any], sources: Mapping[str, str]) -> list[str]:
+    """The runner's check of resolved parameters (before anything runs): for the distillation
+    notebook, each bad reference field with the file and section its value came from."""
+    if Path(notebook).stem != "10_self_distill":
+        return []
+    out = []
+    for p in check_parameters(values):
+        name = (p.field or "").split("[")[0]
+        origin = sources.get(name, "the notebook's default")
+        out.append(f"'{p.field}': {p.message} (from {origin})")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- naming
