@@ -238,3 +238,76 @@ def test_runner_names_the_curriculum_file_and_field_of_bad_reference_values(tmp_
     ok = resolve([ex], "smoke", overrides={"reference_fraction": 0.3, "reference_samples": 2,
                                            "reference_models": ["embedded:gemma3-270m"]})
     assert ok[0].parameters["reference_models"] == ["embedded:gemma3-270m"]
+
+
+KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from lekutils.core.blas import reexec_with_fast_blas
+reexec_with_fast_blas()
+from test_distill import make_probes, settings, tiny_engine
+from lekutils.tasks.distill import distill
+slow = float(sys.argv[2])
+own, ref = tiny_engine(batch_size=4), tiny_engine(batch_size=4, seed=7)
+plain = ref.generate
+
+
+def generate(*a, progress=None, **k):  # only the reference model is slowed: the kill lands in its task
+    def tick(n):
+        time.sleep(slow)
+        if progress is not None:
+            progress(n)
+    return plain(*a, progress=tick, **k)
+
+
+ref.generate = generate
+s = distill(make_probes(6), sys.argv[1], settings(phase=2, samples=2, batch_size=4, chunk_size=None, store_every=2,
+            keep_threshold=-100.0, reference_models=("tiny-reference",), reference_samples=4,
+            reference_fraction=0.3), engine=own, reference_engines={{"tiny-reference": ref}})
+print("DONE", s["total_generated"], s["mix"]["self_used"], s["mix"]["reference_used"])
+"""
+
+
+def test_sigkill_in_the_reference_task_then_resume_equals_uninterrupted(tmp_path: Path, repo_root: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lekutils.tasks.distill import generation_records, read_summary, record_key
+
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent)))
+
+    def run(out: Path, slow: float) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(out), str(slow)], cwd=repo_root,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    ref_raw, killed = tmp_path / "ref" / "raw.jsonl", tmp_path / "killed" / "raw.jsonl"
+    out = run(ref_raw, 0.0).communicate(timeout=300)[0]
+    assert "DONE 36 12 5" in out, out  # 12 self + 24 reference generations; 5/17 = 29.4% references
+    proc = run(killed, 0.3)
+    deadline = time.monotonic() + 120
+    work: list[Path] = []
+    while proc.poll() is None and time.monotonic() < deadline:
+        work = list(killed.parent.glob("raw.ref-*.partial.jsonl"))
+        if work and work[0].read_bytes().count(b"\n") >= 4:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, f"run ended before the kill:\n{proc.stdout.read()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    stored = work[0].read_bytes().count(b"\n")
+    assert 4 <= stored < 24 and not killed.exists()
+    assert killed.with_name("raw.partial.jsonl").read_bytes().count(b"\n") == 12  # self task finished first
+    out = run(killed, 0.0).communicate(timeout=300)[0]
+    assert "DONE 36 12 5" in out, out
+    keys = [tuple(json.loads(x)[k] for k in ("key", "sample_idx")) for x in work[0].read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 24  # nothing lost, nothing stored twice
+    a, b = generation_records(ref_raw), generation_records(killed)
+    ka = {record_key(r): (r["response"], r["lek_score"], r["kept"], r["used"], r["source"]) for r in a}
+    kb = {record_key(r): (r["response"], r["lek_score"], r["kept"], r["used"], r["source"]) for r in b}
+    assert ka == kb and len(ka) == 36
+    assert read_summary(ref_raw)["mix"] == read_summary(killed)["mix"]
+    assert read_summary(ref_raw)["sources"] == read_summary(killed)["sources"]
