@@ -158,7 +158,7 @@ def test_distill_with_reference_model_mixes_records_and_summarises(tmp_path: Pat
 
     own, ref = engines
     probes = make_probes(5)
-    raw = tmp_path / "phase2" / "raw.jsonl"
+    raw = tmp_path / "run" / "distill" / "phase2" / "raw.jsonl"
     s = _settings()
     summary = distill(probes, raw, s, engine=own, reference_engines={"tiny-reference": ref})
     recs = generation_records(raw)
@@ -198,6 +198,31 @@ def test_distill_with_reference_model_mixes_records_and_summarises(tmp_path: Pat
     again = distill(probes, raw, _settings(reference_fraction=0.5), engine=None, reference_engines={},
                     stale="replace")
     assert again["mix"]["reference_used"] == 15 and again["mix"]["limited_by"] == "references"
+    _check_report(tmp_path, raw)
+
+
+def _check_report(tmp_path: Path, raw: Path) -> None:
+    """The report's table and figure of scores per source (phase 1: a file from before the augmentation)."""
+    from lekutils.report.sources import write_distill_sources
+
+    old = tmp_path / "run" / "distill" / "phase1" / "raw.jsonl"
+    old.parent.mkdir(parents=True)
+    lines = [json.loads(x) for x in raw.read_text().splitlines()]
+    lines = [{k: v for k, v in r.items() if k not in ("source", "source_model", "used")} for r in lines
+             if r.get("type") in ("config", "summary") or r.get("source") == "self"]
+    old.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    table, fig = write_distill_sources(tmp_path / "run", [tmp_path / "figs"], dpi=50)
+    assert list(zip(table["phase"], table["source"], strict=True)) == [(1, "self"), (2, "self"), (2, "tiny-reference")]
+    row = table[(table["phase"] == 2) & (table["source"] == "tiny-reference")].iloc[0]
+    assert (row["generated"], row["kept"], row["used"], row["n"]) == (15, 15, 15, 15)
+    assert row["label"] == "reference: tiny-reference" and row["used_share"] == round(15 / 35, 4)
+    assert row["ci_low"] <= row["mean"] <= row["ci_high"] and row["median"] is not None
+    assert table.iloc[0]["used"] == 20  # no "used" field: the kept answers were the training set
+    csv = (tmp_path / "run" / "tables" / "distill_sources.csv").read_text().splitlines()
+    assert len(csv) == 4 and csv[0].startswith("phase,source,label,source_model,generated,kept,used")
+    for d in (tmp_path / "run" / "figures", tmp_path / "figs"):
+        assert (d / "distill_sources.png").stat().st_size > 1000 and (d / "distill_sources.pdf").is_file()
+    assert fig.axes[0].get_legend() is not None
 
 
 def test_reference_threshold_and_no_self_kept(tmp_path: Path, engines) -> None:
