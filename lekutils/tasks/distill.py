@@ -401,8 +401,7 @@ def _reference_records(index: int, spec: str, probes: Sequence[Any], items: Sequ
             loaded.append(open_generator(spec, batch_size=settings.batch_size))
         return loaded[0]
 
-    out_path = reference_raw_path(raw_path, spec)
-    sweep_temp_files(out_path)
+    out_path = reference_raw_path(raw_path, spec)  # never written itself: names the work files
     run = run_task(ref_items, task, work_path(out_path), generator=get_engine, stale=stale,
                    chunk_size=settings.chunk_size, progress=progress, store_every=settings.store_every)
     raw_records = run.records
