@@ -74,6 +74,7 @@ def distill_sources_figure(table: pd.DataFrame, *, width: str | float = "one") -
                     lw=1.1, capsize=2, color=pal[j], label=label)
         ax.plot(x[~has], y[~has], "o", ms=3.5, mfc="none", color=pal[j], label=None if has.any() else label)
     ax.set_xticks(range(len(phases)), [f"phase {p}" for p in phases])
+    ax.set_xlim(-0.5, len(phases) - 0.5)
     ax.set_ylabel(SCORE_LABEL)
     ax.set_title("distilled answers by source: mean, 95% CI", loc="left")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.12), ncol=min(2, len(labels)), frameon=False)
