@@ -223,6 +223,10 @@ def _check_report(tmp_path: Path, raw: Path) -> None:
     for d in (tmp_path / "run" / "figures", tmp_path / "figs"):
         assert (d / "distill_sources.png").stat().st_size > 1000 and (d / "distill_sources.pdf").is_file()
     assert fig.axes[0].get_legend() is not None
+    from lekutils.report.curriculum import curriculum_volume_table
+
+    vol = curriculum_volume_table(tmp_path / "run").set_index("phase")
+    assert (vol.loc[2, "planned_generations"], vol.loc[2, "generated"]) == (35, 35)  # 5 x (4 + 3)
 
 
 def test_reference_threshold_and_no_self_kept(tmp_path: Path, engines) -> None:
