@@ -45,24 +45,22 @@ PARAMETERS = ("reference_models", "reference_samples", "reference_fraction", "re
 # ---------------------------------------------------------------------------------------------- checks
 
 def _spec_problem(spec: Any) -> str | None:
-    """Why ``spec`` is no usable model spec (None when it is). Local specs must resolve (file or
-    folder present, known embedded name); a backend the factory knows (e.g. ``openai:...``) is
-    checked by the factory's own ``check_spec`` where it has one."""
+    """Why ``spec`` is no usable model spec (None when it is): it must resolve (file or folder
+    present, known embedded name, or with the remote backend a well-formed ``openai:`` spec; without
+    it an ``openai:<model>@<url>`` shape check)."""
     if not isinstance(spec, str) or not spec.strip():
         return f"a model spec must be a non-empty string, got {spec!r}"
-    from lekutils.engine import factory
+    import importlib.util
 
-    check = getattr(factory, "check_spec", None)  # a backend-aware check, where the factory offers one
+    remote_backend = importlib.util.find_spec("lekutils.engine.remote") is not None
     try:
-        if check is not None:
-            check(spec)
-        elif re.match(r"^[a-z][a-z0-9+.-]*:", spec) and not spec.startswith("embedded:"):
+        if not remote_backend and re.match(r"^[a-z][a-z0-9+.-]*:", spec) and not spec.startswith("embedded:"):
             scheme = spec.split(":", 1)[0]
             if scheme != "openai":
                 return f"unknown model spec {spec!r} (scheme {scheme!r})"
             if not re.fullmatch(r"openai:[^@\s]+@https?://\S+", spec):
                 return f"model spec {spec!r}: expected openai:<model>@<http(s) base url>"
-        else:
+        else:  # with the remote backend, resolve() parses openai:<model>@<url>[,<url>...] itself
             from lekutils.tasks.validate import check_model
 
             check_model(spec)
@@ -157,13 +155,13 @@ def reference_raw_path(raw_path: str | Path, spec: str) -> Path:
 
 
 def model_id(reference: Mapping[str, Any], record: Mapping[str, Any] | None = None) -> str:
-    """A model's id for ``source_model``: what the backend reported (a server's model id) where a
-    record or the model's reference carries it, else the model's name, else its spec."""
-    for src in (record or {}, reference):
-        for k in ("server_model", "model_id"):
-            if src.get(k):
-                return str(src[k])
-    return str(reference.get("name") or reference.get("spec"))
+    """A model's id for ``source_model``: what the server reported (a remote record's
+    ``served_model``, else the first id among its reference's ``server_models``), else the model's
+    name, else its spec."""
+    if record and record.get("served_model"):
+        return str(record["served_model"])
+    served = [v for v in (reference.get("server_models") or {}).values() if v]
+    return str(served[0] if served else reference.get("name") or reference.get("spec"))
 
 
 # ---------------------------------------------------------------------------------------------- the mix

@@ -284,13 +284,15 @@ def distill_summary(records: Sequence[Record], settings: DistillSettings, *, pro
 def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: DistillSettings, *,
             engine: Any = None, progress: Callable[[int], None] | None = None,
             raise_if_empty: bool = True, stale: str = "error",
-            reference_engines: Mapping[str, Any] | None = None) -> Record:
+            reference_engines: Mapping[str, Any] | None = None,
+            reference_options: Mapping[str, Any] | None = None) -> Record:
     """Generate ``settings.samples`` answers per probe, score them, write ``raw_path``; return the summary.
 
     Resumes from the work file beside ``raw_path`` (see the module docstring). ``engine`` defaults
     to the local engine on ``settings.model`` (+ adapter), loaded only if something is missing;
     ``reference_engines`` maps reference specs to generators (default: each opened with
-    :func:`lekutils.engine.factory.open_generator`, only if something of it is missing).
+    :func:`lekutils.engine.factory.open_generator`, only if something of it is missing, with
+    ``reference_options``: a remote backend's options, e.g. the API key's environment variable).
     Raises :class:`NothingKeptError` (after writing the file) when nothing passed the keep rule.
     """
     from lekutils.data.probes import probes_hash
@@ -344,7 +346,8 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
         if settings.reference_models:
             for i, ref in enumerate(settings.reference_models):
                 ref_records, n = _reference_records(i, ref, probes, items, raw_path, settings, system,
-                                                    reference_engines, progress, stale, conversations)
+                                                    reference_engines, progress, stale, conversations,
+                                                    reference_options)
                 records += ref_records
                 generated += n
             mix = apply_mix(records, settings.reference_fraction, settings.seed)
@@ -378,7 +381,8 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
 def _reference_records(index: int, spec: str, probes: Sequence[Any], items: Sequence[Any],
                        raw_path: str | os.PathLike[str], settings: DistillSettings, system: str | None,
                        engines: Mapping[str, Any] | None, progress: Any, stale: str,
-                       conversations: Mapping[str, list[str]]) -> tuple[list[Record], int]:
+                       conversations: Mapping[str, list[str]],
+                       options: Mapping[str, Any] | None = None) -> tuple[list[Record], int]:
     """Generate (resumably, in its own work file), score and keep reference model ``index``'s answers;
     return its records (sample indices moved to :func:`lekutils.tasks.augment.sample_index`) and
     how many were generated in this session."""
@@ -398,7 +402,7 @@ def _reference_records(index: int, spec: str, probes: Sequence[Any], items: Sequ
         if not loaded:
             from lekutils.engine.factory import open_generator
 
-            loaded.append(open_generator(spec, batch_size=settings.batch_size))
+            loaded.append(open_generator(spec, batch_size=settings.batch_size, **(options or {})))
         return loaded[0]
 
     out_path = reference_raw_path(raw_path, spec)  # never written itself: names the work files
