@@ -104,7 +104,7 @@ def test_check_parameters_names_each_bad_field() -> None:
     assert set(fields) == {"reference_models[0]", "reference_models[2]", "reference_models[3]",
                            "reference_samples", "reference_fraction", "reference_threshold"}
     assert "unknown embedded model" in fields["reference_models[0]"]
-    assert "listed twice" in fields["reference_models[2]"] and "scheme 'ftp'" in fields["reference_models[3]"]
+    assert "listed twice" in fields["reference_models[2]"] and "'ftp:x'" in fields["reference_models[3]"]
     assert "[0, 1)" in fields["reference_fraction"] and ">= 0" in fields["reference_samples"]
     assert [p.field for p in check_parameters({"reference_models": "embedded:gemma3-270m"})] == ["reference_models"]
     assert [p.field for p in check_parameters({"reference_models": ["embedded:gemma3-270m"],
