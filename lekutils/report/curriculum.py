@@ -50,9 +50,11 @@ def _phase_row(phase_dir: Path) -> dict[str, Any]:
         return {"status": "unfinished"}
     samples = summary.get("samples_per_probe") or (config or {}).get("samples")
     prompts = summary.get("probes")
+    # reference models (external augmentation) answer every prompt too: planned and generated count them
+    per_prompt = (samples or 0) + len(summary.get("reference_models") or []) * int(summary.get("reference_samples") or 0)
     row: dict[str, Any] = {
         "status": "distilled", "prompts": prompts, "samples_per_prompt": samples,
-        "planned_generations": prompts * samples if prompts is not None and samples else None,
+        "planned_generations": prompts * per_prompt if prompts is not None and samples else None,
         "generated": summary.get("total_generated"), "conversations": summary.get("conversations", 0),
         "kept": summary.get("total_kept"), "kept_prompts": len(kept_ids)}
     ex = phase_dir / "extract.json"
@@ -70,8 +72,9 @@ def curriculum_volume_table(run_dir: str | os.PathLike[str],
                             sizes: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """One row per phase 0-4 (see the module docstring); ``sizes`` defaults to ``bank_sizes()``.
 
-    ``prompts`` / ``planned_generations`` are what the run distilled (prompts x samples; a
-    conversation counts once), ``generated`` / ``kept`` the distillation summary's answers
+    ``prompts`` / ``planned_generations`` are what the run distilled (prompts x samples, plus the
+    reference models' samples where the phase has any; a conversation counts once), ``generated`` /
+    ``kept`` the distillation summary's answers (all sources)
     (``kept_prompts``: distinct prompts with a kept answer), ``trained`` the examples extraction
     wrote (train + valid; a conversation is one example, written as one line per assistant turn),
     ``unreviewed`` those left out because the phase requires review and they were not accepted.

@@ -174,6 +174,10 @@ def resolve(
                 msgs.append(f"{msg} (from {sources[k]})")
             else:
                 values[k] = coerce(specs[k], v)
+        if not msgs:  # values a type cannot check (e.g. the reference models of a distillation phase)
+            from lekutils.tasks.augment import runner_problems
+
+            msgs += runner_problems(ex.notebook, values, sources)
         if msgs:
             known = ", ".join(f"{s.name}: {s.type.__name__ if s.type else 'any'}" for s in specs.values())
             errors.append(ParameterError(f"{ex.name} ({ex.notebook.name})", msgs + [f"known parameters: {known}"]))

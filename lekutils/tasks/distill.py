@@ -15,6 +15,14 @@ structural signals, for phase 0's creative prompts) ``>= keep_threshold``, and t
 scorer re-applies to the recorded generations without generating them again; other generation
 settings on the same work file are refused (``stale="error"``, the default here: distillation is
 expensive) or regenerated (``stale="replace"``).
+
+External augmentation (:mod:`lekutils.tasks.augment`): with ``reference_models``, each reference
+model answers every probe ``reference_samples`` times through the same task loop (its own work file
+``raw.ref-<model>.partial.jsonl``), scored with the same scorer and kept by the same rule
+(``reference_threshold`` where given); the kept references are mixed with the kept self-distilled
+answers to ``reference_fraction`` of the training set (:func:`lekutils.tasks.augment.apply_mix`).
+Every record carries ``source`` (``"self"`` or the reference spec) and ``source_model``; the summary
+gives the achieved ``mix`` and per-source counts and score distributions (``sources``).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +39,7 @@ from typing import Any
 from lekutils.core import lock
 from lekutils.core.jsonl import JsonlStore, Record, atomic_write_jsonl, read_jsonl, sweep_temp_files
 from lekutils.scoring.rules import structural_score
+from lekutils.tasks.augment import SELF, apply_mix, model_id, reference_raw_path, sample_index, source_stats
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +89,18 @@ class DistillSettings:
     batch_size: int = 16
     chunk_size: int | None = None
     store_every: int = 4
+    #: external augmentation (lekutils.tasks.augment): reference model specs, answers per probe from
+    #: each, their keep threshold (None: keep_threshold) and their target share of the training set
+    reference_models: tuple[str, ...] = ()
+    reference_samples: int = 10
+    reference_threshold: float | None = None
+    reference_fraction: float = 0.3
 
     def __post_init__(self) -> None:
-        problems = []
+        from lekutils.tasks.augment import check_parameters
+
+        object.__setattr__(self, "reference_models", tuple(self.reference_models or ()))
+        problems = [str(p) for p in check_parameters(asdict(self), check_specs=False)]
         if self.keep_on not in KEEP_ON:
             problems.append(f"keep_on must be one of {KEEP_ON}, got {self.keep_on!r}")
         if self.samples < 1:
@@ -104,6 +122,14 @@ class DistillSettings:
 
         return SamplerSettings(temperature=self.temperature, top_p=self.top_p,
                                max_tokens=self.max_tokens, seed=self.seed)
+
+    def for_reference(self, spec: str) -> DistillSettings:
+        """The settings a reference model's answers are generated and kept under (no adapter)."""
+        from dataclasses import replace
+
+        threshold = self.keep_threshold if self.reference_threshold is None else float(self.reference_threshold)
+        return replace(self, model=spec, adapter=None, samples=self.reference_samples, keep_threshold=threshold,
+                       reference_models=())
 
 
 def phase_dir(run_dir: str | os.PathLike[str], phase: int) -> Path:
@@ -167,8 +193,11 @@ def trim_to_boundary(text: str, min_share: float = 0.4) -> str | None:
     return text[:cut].rstrip() if cut >= min_share * len(text) else None
 
 
-def _keep(rec: Record, settings: DistillSettings) -> Record:
-    """Apply the keep rule to a task record; add upstream's ``training``/``meta`` when kept."""
+def _keep(rec: Record, settings: DistillSettings, source: str = "self", source_model: str | None = None) -> Record:
+    """Apply the keep rule to a task record; add upstream's ``training``/``meta`` when kept.
+
+    ``source`` is ``"self"`` or a reference model's spec, ``source_model`` the model's id (both are
+    recorded on the record and in its ``meta``)."""
     finished = rec.get("finish_reason") != "length"
     target, scores = rec["response"], rec["heuristic"]
     trimmed = None
@@ -188,7 +217,8 @@ def _keep(rec: Record, settings: DistillSettings) -> Record:
     out.update({"type": "training" if kept else "generation", "kept": kept, "lek_score": lek,
                 "structural_score": structural, "keep_on": settings.keep_on, "keep_value": value,
                 "keep_threshold": settings.keep_threshold, "truncated": not finished, "signals": signals,
-                "seed": rec["sample_seed"], "content_key": rec["content_key"]})
+                "seed": rec["sample_seed"], "content_key": rec["content_key"], "source": source,
+                "source_model": source_model or settings.model})
     if trimmed is not None:
         out.update({"trimmed": True, "target": trimmed, "response_lek_score": float(rec["lek_score"])})
     if kept:
@@ -204,7 +234,8 @@ def _keep(rec: Record, settings: DistillSettings) -> Record:
                        "threshold": settings.keep_threshold, "temperature": settings.temperature,
                        "ts": rec["ts"], "phase": settings.phase, "source_probe": rec["source_probe"],
                        "rephrase_type": rec["rephrase_type"], "scorer": rec["scorer"], "signals": signals,
-                       "trimmed": trimmed is not None}
+                       "trimmed": trimmed is not None, "source": source,
+                       "source_model": source_model or settings.model}
         if rec.get("conversation"):
             out["meta"]["turns"] = rec["n_turns"]
     return out
@@ -216,7 +247,7 @@ def _passes(value: float, settings: DistillSettings) -> bool:
 
 
 def distill_summary(records: Sequence[Record], settings: DistillSettings, *, probes: int,
-                    scorer_version: str, wall_s: float) -> Record:
+                    scorer_version: str, wall_s: float, mix: Any = None) -> Record:
     """The summary line: generated, kept, keep rate (%), cut off / excluded as truncated, average
     kept score, best score, totals. ``wall_s`` is the wall time of the session that finished the
     phase (per-generation timings are on each record)."""
@@ -241,6 +272,10 @@ def distill_summary(records: Sequence[Record], settings: DistillSettings, *, pro
         "temperature": settings.temperature, "top_p": settings.top_p, "max_tokens": settings.max_tokens,
         "seed": settings.seed, "scorer": settings.scorer, "scorer_version": scorer_version,
         "generation_tokens": sum(int(r.get("generation_tokens") or 0) for r in records),
+        "total_used": sum(bool(r.get("used", r.get("kept"))) for r in records),
+        **({"reference_models": list(settings.reference_models), "reference_samples": settings.reference_samples,
+            "reference_threshold": settings.for_reference(settings.reference_models[0]).keep_threshold,
+            "mix": mix.to_dict(), "sources": source_stats(records, seed=settings.seed)} if mix is not None else {}),
         "wall_s": round(wall_s, 2),
         "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -248,11 +283,16 @@ def distill_summary(records: Sequence[Record], settings: DistillSettings, *, pro
 
 def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: DistillSettings, *,
             engine: Any = None, progress: Callable[[int], None] | None = None,
-            raise_if_empty: bool = True, stale: str = "error") -> Record:
+            raise_if_empty: bool = True, stale: str = "error",
+            reference_engines: Mapping[str, Any] | None = None,
+            reference_options: Mapping[str, Any] | None = None) -> Record:
     """Generate ``settings.samples`` answers per probe, score them, write ``raw_path``; return the summary.
 
     Resumes from the work file beside ``raw_path`` (see the module docstring). ``engine`` defaults
-    to the local engine on ``settings.model`` (+ adapter), loaded only if something is missing.
+    to the local engine on ``settings.model`` (+ adapter), loaded only if something is missing;
+    ``reference_engines`` maps reference specs to generators (default: each opened with
+    :func:`lekutils.engine.factory.open_generator`, only if something of it is missing, with
+    ``reference_options``: a remote backend's options, e.g. the API key's environment variable).
     Raises :class:`NothingKeptError` (after writing the file) when nothing passed the keep rule.
     """
     from lekutils.data.probes import probes_hash
@@ -299,17 +339,34 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
         if conversations:
             raw_records = _conversation_turns(raw_records, conversations, items, spec, raw_path, get_engine,
                                               settings, progress, stale)
-        records = [_keep(r, settings) for r in raw_records]
+        self_id = model_id(spec.model)
+        records = [_keep(r, settings, SELF, self_id) for r in raw_records]
+        generated = run.generated
+        mix = None
+        if settings.reference_models:
+            for i, ref in enumerate(settings.reference_models):
+                ref_records, n = _reference_records(i, ref, probes, items, raw_path, settings, system,
+                                                    reference_engines, progress, stale, conversations,
+                                                    reference_options)
+                records += ref_records
+                generated += n
+            mix = apply_mix(records, settings.reference_fraction, settings.seed)
         scorer_version = str(get_scorer(settings.scorer).version)
         config = {"type": "config", **asdict(settings), **kernel_meta, "scorer_version": scorer_version,
                   "probes": len(probes), "probes_hash": probes_hash(probes)}
         summary = distill_summary(records, settings, probes=len(probes), scorer_version=scorer_version,
-                                  wall_s=time.perf_counter() - t0)
+                                  wall_s=time.perf_counter() - t0, mix=mix)
         old = read_summary(raw_path)
-        if old is not None and run.generated == 0 and _same(old, summary):
+        if old is not None and generated == 0 and _same(old, summary):
             summary = old  # nothing changed: keep the file (and its timestamps) as it is
         else:
             atomic_write_jsonl(raw_path, [config, *records, summary])
+    if raise_if_empty and mix is not None and summary["total_kept"] and not summary["total_used"]:
+        raise NothingKeptError(
+            f"phase {settings.phase}: no self-distilled answer passed the keep rule ({settings.keep_on} >= "
+            f"{settings.keep_threshold}); {mix.reference_kept} reference answer(s) were kept, but references make "
+            f"at most reference_fraction ({settings.reference_fraction}) of the training set. Lower keep_threshold "
+            f"or raise samples/max_tokens in the phase's row of the curriculum table.", summary)
     if raise_if_empty and not summary["total_kept"]:
         raise NothingKeptError(
             f"phase {settings.phase}: none of {summary['total_generated']} generations passed the keep rule "
@@ -319,6 +376,49 @@ def distill(probes: Sequence[Any], raw_path: str | os.PathLike[str], settings: D
             f"max_tokens. Lower keep_threshold or raise samples/max_tokens in the phase's row of the "
             f"curriculum table.", summary)
     return summary
+
+
+def _reference_records(index: int, spec: str, probes: Sequence[Any], items: Sequence[Any],
+                       raw_path: str | os.PathLike[str], settings: DistillSettings, system: str | None,
+                       engines: Mapping[str, Any] | None, progress: Any, stale: str,
+                       conversations: Mapping[str, list[str]],
+                       options: Mapping[str, Any] | None = None) -> tuple[list[Record], int]:
+    """Generate (resumably, in its own work file), score and keep reference model ``index``'s answers;
+    return its records (sample indices moved to :func:`lekutils.tasks.augment.sample_index`) and
+    how many were generated in this session."""
+    from lekutils.tasks.loop import TaskItem, TaskSpec, model_reference, run_task, work_path
+
+    ref = settings.for_reference(spec)
+    given = (engines or {}).get(spec)
+    model = model_reference(spec, given)
+    task = TaskSpec(model, None, ref.sampler(), ref.scorer)
+    ref_items = [TaskItem(it.key, it.user, system, ref.samples, {**it.fields, "model": spec, "adapter": None})
+                 for it in items]
+    loaded: list[Any] = []
+
+    def get_engine() -> Any:
+        if given is not None:
+            return given
+        if not loaded:
+            from lekutils.engine.factory import open_generator
+
+            loaded.append(open_generator(spec, batch_size=settings.batch_size, **(options or {})))
+        return loaded[0]
+
+    out_path = reference_raw_path(raw_path, spec)  # never written itself: names the work files
+    run = run_task(ref_items, task, work_path(out_path), generator=get_engine, stale=stale,
+                   chunk_size=settings.chunk_size, progress=progress, store_every=settings.store_every)
+    raw_records = run.records
+    if conversations:
+        raw_records = _conversation_turns(raw_records, dict(conversations), ref_items, task, out_path, get_engine,
+                                          ref, progress, stale)
+    out = []
+    for r in raw_records:
+        s = int(r["sample_idx"])
+        rec = _keep({**r, "sample_idx": sample_index(index, s)}, ref, spec, model_id(model, r))
+        rec.update({"reference_index": index, "source_sample_idx": s})
+        out.append(rec)
+    return out, run.generated
 
 
 def later_turns(probe: Any) -> list[str]:

@@ -49,6 +49,11 @@ class Example:
     def key(self) -> tuple[str, int]:
         return (self.probe_id, self.sample_idx)
 
+    @property
+    def source(self) -> str:
+        """``"self"`` (self-distilled; upstream's records too) or the reference model's spec."""
+        return str(self.meta.get("source") or "self")
+
     def chat(self) -> dict[str, list[dict[str, str]]]:
         """The mlx-lm chat-format line for this example (a conversation: the whole conversation)."""
         if self.conversation:
@@ -124,7 +129,9 @@ def load_examples(path: str | os.PathLike[str]) -> list[Example]:
 
 
 def dedup_per_probe(examples: Sequence[Example], mode: str = "best") -> list[Example]:
-    """Keep the highest-scoring (``best``), the first (``first``) or every (``all``) example per probe.
+    """Keep the highest-scoring (``best``), the first (``first``) or every (``all``) example per probe
+    and source (self-distilled answers and each reference model's are deduplicated apart, so the
+    reference mix survives: :mod:`lekutils.tasks.augment`).
 
     ``first`` means the lowest sample index; ties in ``best`` go to the lower sample index.
     The result is sorted by (probe_id, sample_idx).
@@ -133,9 +140,9 @@ def dedup_per_probe(examples: Sequence[Example], mode: str = "best") -> list[Exa
         raise ValueError(f"dedup mode must be one of {DEDUP_MODES}, got {mode!r}")
     if mode == "all":
         return sorted(examples, key=lambda e: e.key)
-    by_probe: dict[str, list[Example]] = defaultdict(list)
+    by_probe: dict[tuple[str, str], list[Example]] = defaultdict(list)
     for e in examples:
-        by_probe[e.probe_id].append(e)
+        by_probe[(e.probe_id, e.source)].append(e)
     pick = (lambda es: min(es, key=lambda e: (-e.lek_score, e.sample_idx))) if mode == "best" else (
         lambda es: min(es, key=lambda e: e.sample_idx))
     return sorted((pick(es) for es in by_probe.values()), key=lambda e: e.key)
@@ -262,6 +269,18 @@ class ExtractResult:
                 "train_lines": sum(len(e.lines()) for e in self.train),
                 "valid_lines": sum(len(e.lines()) for e in self.valid),
                 "conversations": sum(1 for e in self.train + self.valid if e.conversation)}
+
+    def source_counts(self) -> dict[str, int]:
+        """Examples written (train + valid) per source (``"self"`` first, then reference specs)."""
+        out: dict[str, int] = {}
+        for e in sorted(self.train + self.valid, key=lambda e: e.source != "self"):
+            out[e.source] = out.get(e.source, 0) + 1
+        return out
+
+    def reference_share(self) -> float | None:
+        """The share of reference examples among those written (None when nothing was written)."""
+        n = len(self.train) + len(self.valid)
+        return round(sum(e.source != "self" for e in self.train + self.valid) / n, 4) if n else None
 
 
 @dataclass
