@@ -9,7 +9,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-HELP = "benchmarks: generate (engine vs upstream loop), score (scorer speed), train (LoRA steps/s)"
+HELP = ("benchmarks: generate (engine vs upstream loop), score (scorer speed), train (LoRA steps/s), "
+        "dp_train (1 vs N data-parallel processes)")
 
 
 def _generate(argv: list[str]) -> int:
@@ -30,7 +31,14 @@ def _train(argv: list[str]) -> int:
     return main(argv)
 
 
+def _dp_train(argv: list[str]) -> int:
+    from lekutils.bench.dp_train import main
+
+    return main(argv)
+
+
 BENCHMARKS: dict[str, Callable[[list[str]], int]] = {"generate": _generate, "score": _score, "train": _train}
+BENCHMARKS["dp_train"] = _dp_train
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -198,6 +198,8 @@ def run_phase(job: Mapping[str, Any], dp: DataParallel, *, progress: Callable[[i
     world = dp.world_size
     job = {**job, "world_size": world}
     cmd = launch_command(dp, ["worker", "--job", json.dumps(job)])
+    if world == 1:  # one process: the worker alone (mlx.launch gives a single rank an empty host file)
+        cmd = cmd[cmd.index("--"):]
     log_path = out_dir / LAUNCH_LOG
     iters = int(job["config"].get("iters", 0))
     seen = -1
@@ -207,7 +209,8 @@ def run_phase(job: Mapping[str, Any], dp: DataParallel, *, progress: Callable[[i
                     f"{' '.join(cmd[:cmd.index('--')])} -- ... worker\n")
         logfh.flush()
         pos = logfh.tell()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logfh, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd[1:] if cmd[0] == "--" else cmd, stdin=subprocess.DEVNULL, stdout=logfh,
+                                stderr=subprocess.STDOUT,
                                 preexec_fn=_set_parent_death_signal)  # noqa: PLW1509
         try:
             while proc.poll() is None:
