@@ -72,6 +72,22 @@ def test_data_parallel_setting_errors_name_the_field(tmp_path: Path) -> None:
     assert cmd[cmd.index("--") + 1:][:3] == [sys.executable, "-m", "lekutils.train.distributed"]
 
 
+def test_profile_option_reaches_the_stage(tmp_path: Path) -> None:
+    """``data_parallel`` is a notebook-20 parameter: curriculum/-p values resolve and become the Stage's setting."""
+    from lekutils.runner.profile import load_pipeline, resolve
+    from lekutils.train import stage
+
+    ex = [e for e in load_pipeline("smoke") if e.name == "30_phase1_train"]
+    got = resolve(ex, "smoke", overrides={"data_parallel": {"processes": 2, "backend": "ring"}})[0].parameters
+    assert got["data_parallel"] == {"processes": 2, "backend": "ring"}
+    data = write_chat_data(tmp_path / "data", n_train=4, n_valid=2)
+    params = {**got, "run_dir": str(tmp_path), "data_dir": str(data), "previous_adapter": "none"}
+    assert stage.plan(params).data_parallel == DataParallel(processes=2)
+    assert stage.plan({**params, "data_parallel": {}}).data_parallel is None
+    with pytest.raises(DataError, match="data_parallel.hostfile"):
+        stage.plan({**params, "data_parallel": {"hosts": ["10.0.0.1"], "hostfile": "h.json"}})
+
+
 def test_sharded_loss_gradient_equals_the_whole_batch_gradient() -> None:
     """The averaged gradients of the N shards' losses are the one-process gradient of the whole batch."""
     from mlx_lm.tuner.trainer import default_loss
