@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lekutils.core.errors import DataError, Problem
+from lekutils.core.errors import DataError, ParameterError, Problem
 
 RESULT_MARK = "LEKUTILS_DP_RESULT "
 LAUNCH_LOG = "launch.log"
@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"phase {st.phase}: {dp.world_size} processes, global batch {st.config.batch_size} "
               f"({st.config.batch_size // max(dp.world_size, 1)} per process); output {st.out_dir}", flush=True)
         res = run_phase(job_of(st), dp)
-    except (DataError, DistributedError) as e:
+    except (DataError, ParameterError, DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"done: {res.steps} steps, resumed from {res.resumed_from}, already done: {res.skipped}; "
