@@ -153,6 +153,8 @@ def test_two_processes_match_one_process_with_the_whole_batch_and_resume_after_k
     assert "2 processes, global batch 4 (2 per process)" in p.stdout
     lin = json.loads((phase / "lineage.json").read_text())
     assert lin["complete"] and lin["processes"] == 2
+    log = (phase / "launch.log").read_text()
+    assert "rank 0/2" in log and "rank 1/2" in log  # each worker names its BLAS (OpenBLAS where found)
     worst = _max_rel(_curve(one), _curve(phase))
     assert worst < REL_TOL, f"loss curves differ by {worst:.2e} (relative)"
     w1, w2 = mx.load(str(one / ADAPTER_FILE)), mx.load(str(phase / ADAPTER_FILE))

@@ -279,6 +279,9 @@ def worker(job: Mapping[str, Any]) -> int:
         print(f"error: rank {rank} sees a group of {size} processes, expected {job['world_size']} "
               "(MLX distributed did not start: run through mlx.launch)", file=sys.stderr)
         return 2
+    from lekutils.core.blas import active_blas
+
+    print(f"rank {rank}/{size} (pid {os.getpid()}): BLAS {active_blas()}", file=sys.stderr, flush=True)
     cfg = PhaseConfig.from_params(job["config"])
     model, tokenizer = models.load(job["model"])
     info = models.fingerprint(job["model"]) if rank == 0 else None
