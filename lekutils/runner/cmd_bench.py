@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 HELP = ("benchmarks: generate (engine vs upstream loop), score (scorer speed), train (LoRA steps/s), "
-        "serve (in-process engine vs 1 vs 2 local mlx_lm.server)")
+        "serve (in-process engine vs 1 vs 2 local mlx_lm.server), dp_train (1 vs N data-parallel processes)")
 
 
 def _generate(argv: list[str]) -> int:
@@ -37,8 +37,14 @@ def _serve(argv: list[str]) -> int:
     return main(argv)
 
 
+def _dp_train(argv: list[str]) -> int:
+    from lekutils.bench.dp_train import main
+
+    return main(argv)
+
+
 BENCHMARKS: dict[str, Callable[[list[str]], int]] = {"generate": _generate, "score": _score, "train": _train,
-                                                     "serve": _serve}
+                                                     "serve": _serve, "dp_train": _dp_train}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -134,13 +134,22 @@ def rng_seed(seed: int, step: int) -> int:
 
 def make_iterate_batches(seed: int, skip: int) -> Callable[..., Iterator]:
     """mlx-lm's ``iterate_batches`` with a private seeded RNG for the training order (validation
-    cannot shift it) that skips the first ``skip`` training batches (already consumed)."""
+    cannot shift it) that skips the first ``skip`` training batches (already consumed).
+
+    In a group of N > 1 processes (``comm_group``) every rank draws the same global batch and keeps
+    its rows (:func:`lekutils.train.dp.shard`: ``(rows, lengths, global token count)``, for
+    :func:`lekutils.train.dp.sharded_loss`), so the order does not depend on N."""
 
     def iterate(dataset, batch_size, max_seq_length, loop=False, comm_group=None, **_kw):
-        gen = mlx_iterate_batches(dataset, batch_size, max_seq_length, loop=loop, comm_group=comm_group)
+        size = comm_group.size() if comm_group is not None else 1
         if not loop:
-            return gen
-        return _private(gen)
+            return mlx_iterate_batches(dataset, batch_size, max_seq_length, loop=loop, comm_group=comm_group)
+        gen = _private(mlx_iterate_batches(dataset, batch_size, max_seq_length, loop=loop, comm_group=None))
+        if size > 1:
+            from lekutils.train.dp import shard
+
+            return shard(gen, comm_group.rank(), size)
+        return gen
 
     def _private(gen: Iterator) -> Iterator:
         state = np.random.RandomState(seed).get_state()

@@ -22,6 +22,12 @@ Step numbers are mlx-lm's iterations (micro-batches); with gradient accumulation
 updates every ``grad_accumulation`` steps. Checkpoints fall on update boundaries (a multiple of
 ``checkpoint_every`` rounded up to the next multiple of ``grad_accumulation``) and on the last step,
 so no partially accumulated gradient is ever lost on resume.
+
+Data parallel (:mod:`lekutils.train.dp`, launched by :mod:`lekutils.train.distributed`): in a
+group of N processes ``cfg.batch_size`` is the global batch, split by rows over the ranks, and
+mlx-lm averages the gradients. Only rank 0 locks and writes the phase folder (adapters, checkpoints,
+metrics, log, lineage); it reads the checkpoint to resume from and broadcasts the step, the LoRA
+weights and the optimizer state, so the other ranks need no access to the folder.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from lekutils.core import lock
 from lekutils.core.errors import DataError, Problem
 from lekutils.core.hashing import sha256_file
 from lekutils.core.jsonl import JsonlStore, atomic_write_json, atomic_write_jsonl, read_jsonl
+from lekutils.train import dp
 from lekutils.train.adapters import (
     ADAPTER_FILE,
     CONFIG_FILE,
@@ -134,7 +141,7 @@ class _PhaseCallback(TrainingCallback):
     """Writes metrics rows, validates and checkpoints on the phase's global step numbers."""
 
     def __init__(self, *, start: int, cfg: PhaseConfig, model: nn.Module, optimizer: optim.Optimizer,
-                 store: JsonlStore, out_dir: Path, val_fn: Callable[[], float] | None, tokens0: int,
+                 store: JsonlStore | None, out_dir: Path, val_fn: Callable[[], float] | None, tokens0: int,
                  ckpt_extra: Mapping[str, Any], progress: Callable[[int, int, dict], None] | None):
         self.start, self.cfg, self.model, self.optimizer = start, cfg, model, optimizer
         self.store, self.out_dir, self.val_fn, self.tokens = store, out_dir, val_fn, tokens0
@@ -155,12 +162,14 @@ class _PhaseCallback(TrainingCallback):
             "time": time.time(),
         }
         if step in self.val_steps and self.val_fn is not None:
-            row["val_loss"] = self.val_fn()
-        self.store.append(row)
+            row["val_loss"] = self.val_fn()  # every rank: validation is a collective in a group
+        if self.store is not None:  # rank 0 only
+            self.store.append(row)
         if step in self.ckpt_steps:
-            save_checkpoint(self.out_dir, step, self.model, self.optimizer,
-                            {**self.ckpt_extra, "trained_tokens": self.tokens})
-            prune_checkpoints(self.out_dir, int(self.cfg.keep_checkpoints))
+            if self.store is not None:
+                save_checkpoint(self.out_dir, step, self.model, self.optimizer,
+                                {**self.ckpt_extra, "trained_tokens": self.tokens})
+                prune_checkpoints(self.out_dir, int(self.cfg.keep_checkpoints))
             mx.random.seed(rng_seed(self.cfg.seed, step))  # the resumed run re-seeds here too
         if self.progress is not None:
             self.progress(step, self.cfg.iters, row)
@@ -208,8 +217,14 @@ def train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: st
     The phase folder is locked for the run (:mod:`lekutils.core.lock`): a second process training
     into it fails at once naming the holder's PID. Temporary files of a killed save are removed on
     start; only the newest ``cfg.keep_checkpoints`` step checkpoints are kept (plus the final adapter).
+
+    In an MLX distributed group (``mlx.launch``; :mod:`lekutils.train.distributed`) every rank calls
+    this with the same arguments; only rank 0 locks and writes ``out_dir``.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if dp.rank_size()[0] != 0:
+        return _train_phase(model, tokenizer, cfg, data_dir, out_dir, previous_adapter=previous_adapter,
+                            model_info=model_info, progress=progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     with lock.hold(out_dir, folder=True, hint="another process is training into this folder; wait for it"):
         return _train_phase(model, tokenizer, cfg, data_dir, out_dir, previous_adapter=previous_adapter,
@@ -221,9 +236,14 @@ def _train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: P
                  progress: Callable[[int, int, dict], None] | None) -> PhaseResult:
     from lekutils.tasks.extract import check_mask_prompt
 
+    rank, size = dp.rank_size()
     check_mask_prompt(data_dir, cfg.mask_prompt)  # multi-turn expansions train only with mask_prompt
-    for tmp in clean_temp_files(out_dir):
-        log.warning("%s: removed %s left by an interrupted save", out_dir, tmp.name)
+    if cfg.batch_size % size:
+        raise DataError("PhaseConfig", [Problem(f"the global batch ({cfg.batch_size}) must split evenly over "
+                                                f"{size} processes", field="batch_size")])
+    if rank == 0:
+        for tmp in clean_temp_files(out_dir):
+            log.warning("%s: removed %s left by an interrupted save", out_dir, tmp.name)
     train_recs = load_chat_jsonl(data_dir / "train.jsonl")
     valid_recs = load_chat_jsonl(data_dir / "valid.jsonl") if (data_dir / "valid.jsonl").exists() else []
     if len(train_recs) < cfg.batch_size:
@@ -243,8 +263,25 @@ def _train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: P
                      "phase": prev_lineage.get("phase"), "lineage": prev_lineage.get("chain", [])}
     key = resume_key(cfg, data, prev_info)
 
-    done = _read_json(out_dir / LINEAGE_FILE)
-    if done and done.get("complete") and done.get("resume_key") == key and (out_dir / ADAPTER_FILE).exists():
+    # rank 0 reads the folder: finished already? which checkpoint? (broadcast to the other ranks)
+    done, ckpt, start, have_val0 = None, None, 0, False
+    if rank == 0:
+        done = _read_json(out_dir / LINEAGE_FILE)
+        if not (done and done.get("complete") and done.get("resume_key") == key and (out_dir / ADAPTER_FILE).exists()):
+            done = None
+            ckpt = latest_checkpoint(out_dir) if out_dir.exists() else None
+            if ckpt is not None and ckpt.get("resume_key") != key:
+                raise DataError(out_dir, f"holds checkpoints of a different config/data/previous adapter "
+                                f"(resume key {ckpt.get('resume_key')} != {key}); use a new folder or delete it")
+            start = min(int(ckpt["step"]) if ckpt else 0, cfg.iters)
+            mpath = out_dir / METRICS_FILE
+            have_val0 = start == 0 and mpath.exists() and \
+                0 in {r["step"] for r in JsonlStore(mpath, key=lambda r: r["step"]).records()}
+    is_done, start, have_val0, resumed = dp.broadcast_ints(
+        [done is not None, start, have_val0, bool(ckpt and ckpt.get("optimizer"))])
+    if is_done:
+        if rank != 0:
+            return _rank_result(out_dir, cfg, None, 0, 0, skipped=True)
         metrics = read_jsonl(out_dir / METRICS_FILE) if (out_dir / METRICS_FILE).exists() else []
         return _result_from_lineage(out_dir, done, metrics)
 
@@ -256,14 +293,6 @@ def _train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: P
     trainable = check_frozen_base(model)
     _, total = count_params(model)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = latest_checkpoint(out_dir)
-    if ckpt is not None and ckpt.get("resume_key") != key:
-        raise DataError(out_dir, f"holds checkpoints of a different config/data/previous adapter "
-                        f"(resume key {ckpt.get('resume_key')} != {key}); use a new folder or delete it")
-    start = int(ckpt["step"]) if ckpt else 0
-    start = min(start, cfg.iters)
-
     lr = build_schedule(cfg.lr_schedule) if cfg.lr_schedule else float(cfg.learning_rate)
     opt_cls = optim.AdamW if cfg.optimizer.lower() == "adamw" else optim.Adam
     optimizer = opt_cls(learning_rate=lr)
@@ -271,11 +300,21 @@ def _train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: P
         load_adapter_weights(model, out_dir / ckpt["adapters"])
         if ckpt.get("optimizer"):
             restore_optimizer(optimizer, model, out_dir / ckpt["optimizer"])
+    if size > 1:
+        _broadcast_state(model, optimizer, resumed=bool(resumed) and start > 0)
     mx.random.seed(rng_seed(cfg.seed, start))
+
+    if rank != 0:  # the other ranks train along: validation and the step collectives, no files
+        with open(os.devnull, "w", encoding="utf-8") as null, contextlib.redirect_stdout(null), _quiet_mlx_console():
+            _run(model, tokenizer, cfg, optimizer, train_recs, valid_recs, None, out_dir, start, None, key,
+                 progress, val0=not have_val0)
+        dp.barrier()
+        return _rank_result(out_dir, cfg, start if resumed else None, trainable, total)
 
     atomic_write_json(out_dir / CONFIG_FILE, {
         **cfg.mlx_lm_config(str((model_info or {}).get("spec", "")), str(data_dir), str(out_dir)),
-        "lekutils": {"phase": cfg.phase, "resume_key": key, "previous_adapter": prev_info and prev_info["path"]}})
+        "lekutils": {"phase": cfg.phase, "resume_key": key, "previous_adapter": prev_info and prev_info["path"],
+                     "processes": size}})
 
     # metrics: keep rows up to the checkpoint, drop the rest (they will be re-done)
     mpath = out_dir / METRICS_FILE
@@ -286,8 +325,33 @@ def _train_phase(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, data_dir: P
 
     with open(out_dir / LOG_FILE, "a", encoding="utf-8") as logfh, contextlib.redirect_stdout(logfh), \
             _quiet_mlx_console():
-        _run(model, tokenizer, cfg, optimizer, train_recs, valid_recs, store, out_dir, start, ckpt, key, progress)
-    return _finish(model, cfg, out_dir, store, start, ckpt, key, trainable, total, model_info, data, prev_info)
+        _run(model, tokenizer, cfg, optimizer, train_recs, valid_recs, store, out_dir, start, ckpt, key, progress,
+             val0=not have_val0)
+    res = _finish(model, cfg, out_dir, store, start, ckpt, key, trainable, total, model_info, data, prev_info, size)
+    dp.barrier()
+    return res
+
+
+def _broadcast_state(model: nn.Module, optimizer: optim.Optimizer, *, resumed: bool) -> None:
+    """Rank 0's LoRA weights (and, when resuming, its optimizer state) on every rank."""
+    weights = dp.broadcast_arrays(dict(tree_flatten(model.trainable_parameters())))
+    model.load_weights(list(weights.items()), strict=False)
+    if resumed:
+        from mlx.utils import tree_map_with_path
+
+        if dp.rank_size()[0] != 0:  # rank 0 initialised its optimizer when it restored the checkpoint
+            optimizer.init(model.trainable_parameters())
+        state = dp.broadcast_arrays(dict(tree_flatten(optimizer.state)))
+        optimizer.state = tree_map_with_path(lambda p, _: state[p], optimizer.state)
+    mx.eval(model.parameters(), optimizer.state)
+
+
+def _rank_result(out_dir: Path, cfg: PhaseConfig, resumed_from: int | None, trainable: int, total: int, *,
+                 skipped: bool = False) -> PhaseResult:
+    """What a rank other than 0 returns (rank 0 holds the metrics and the lineage)."""
+    return PhaseResult(adapter_dir=out_dir, steps=cfg.iters, resumed_from=resumed_from, trainable_params=trainable,
+                       total_params=total, final_train_loss=None, final_val_loss=None, train_s=0.0, tokens=0,
+                       skipped=skipped)
 
 
 @contextlib.contextmanager
@@ -305,16 +369,18 @@ def _quiet_mlx_console() -> Iterator[None]:
 
 
 def _run(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, optimizer: optim.Optimizer, train_recs: list,
-         valid_recs: list, store: JsonlStore, out_dir: Path, start: int, ckpt: dict | None, key: str,
-         progress: Callable[[int, int, dict], None] | None) -> None:
+         valid_recs: list, store: JsonlStore | None, out_dir: Path, start: int, ckpt: dict | None, key: str,
+         progress: Callable[[int, int, dict], None] | None, *, val0: bool = True) -> None:
     ds_cfg = types.SimpleNamespace(mask_prompt=cfg.mask_prompt)
     train_ds = CacheDataset(create_dataset(train_recs, tokenizer, ds_cfg))
     valid_ds = CacheDataset(create_dataset(valid_recs, tokenizer, ds_cfg)) if valid_recs else None
     val_fn = _validator(model, valid_ds, cfg)
-    if start == 0 and 0 not in store and val_fn is not None:
-        store.append({"step": 0, "train_loss": None, "val_loss": val_fn(), "learning_rate": None,
-                      "tokens_per_s": None, "steps_per_s": None, "tokens": 0, "trained_tokens": 0,
-                      "peak_memory_gb": mx.get_peak_memory() / 1e9, "time": time.time()})
+    if start == 0 and val0 and val_fn is not None:
+        row0 = {"step": 0, "train_loss": None, "val_loss": val_fn(), "learning_rate": None,
+                "tokens_per_s": None, "steps_per_s": None, "tokens": 0, "trained_tokens": 0,
+                "peak_memory_gb": mx.get_peak_memory() / 1e9, "time": time.time()}
+        if store is not None:
+            store.append(row0)
 
     cb = _PhaseCallback(start=start, cfg=cfg, model=model, optimizer=optimizer, store=store, out_dir=out_dir,
                         val_fn=val_fn, tokens0=int(ckpt.get("trained_tokens", 0)) if ckpt else 0,
@@ -324,13 +390,15 @@ def _run(model: nn.Module, tokenizer: Any, cfg: PhaseConfig, optimizer: optim.Op
                             steps_per_report=1, steps_per_eval=_NEVER, steps_per_save=_NEVER,
                             max_seq_length=cfg.max_seq_length, adapter_file=str(out_dir / ADAPTER_FILE),
                             grad_checkpoint=cfg.grad_checkpoint, grad_accumulation_steps=cfg.grad_accumulation)
+        size = dp.rank_size()[1]
+        extra = {"loss": dp.sharded_loss(size)} if size > 1 else {}
         mlx_train(model=model, optimizer=optimizer, train_dataset=train_ds, val_dataset=None, args=args,
-                  iterate_batches=make_iterate_batches(cfg.seed, start), training_callback=cb)
+                  iterate_batches=make_iterate_batches(cfg.seed, start), training_callback=cb, **extra)
 
 
 def _finish(model: nn.Module, cfg: PhaseConfig, out_dir: Path, store: JsonlStore, start: int, ckpt: dict | None,
             key: str, trainable: int, total: int, model_info: Mapping[str, Any] | None, data: dict,
-            prev_info: dict | None) -> PhaseResult:
+            prev_info: dict | None, processes: int = 1) -> PhaseResult:
     save_safetensors_atomic(out_dir / ADAPTER_FILE, dict(tree_flatten(model.trainable_parameters())))
     prune_checkpoints(out_dir, int(cfg.keep_checkpoints))
     metrics = store.records()
@@ -347,7 +415,7 @@ def _finish(model: nn.Module, cfg: PhaseConfig, out_dir: Path, store: JsonlStore
         "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None,
         "train_s": sum(1.0 / r["steps_per_s"] for r in train_rows if r.get("steps_per_s")),
         "tokens": sum(int(r.get("tokens") or 0) for r in train_rows),
-        "versions": _versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "processes": processes, "versions": _versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(out_dir / LINEAGE_FILE, lineage)
     res = _result_from_lineage(out_dir, lineage, metrics)

@@ -36,6 +36,7 @@ class Stage:
     out_dir: Path
     previous_adapter: Path | None
     config: PhaseConfig
+    data_parallel: Any = None  # lekutils.train.distributed.DataParallel, None = one process
 
     def describe(self) -> str:
         return (f"phase {self.phase}: data {self.data_dir}, previous adapter {self.previous_adapter}, "
@@ -72,15 +73,32 @@ def plan(params: Mapping[str, Any]) -> Stage:
     stages.require(data / "train.jsonl", run_dir, "training data")
     if prev is not None:
         stages.require(prev / "adapters.safetensors", run_dir, "previous phase's adapter")
+    from lekutils.train.distributed import DataParallel
+
     return Stage(phase, str(params["model"]), run_dir, data, run_dir / "adapters" / f"phase{phase}", prev,
-                 config_from(params))
+                 config_from(params), DataParallel.from_params(params.get("data_parallel") or None))
+
+
+def data_parallel_of(stage: Stage) -> Any:
+    """The stage's :class:`~lekutils.train.distributed.DataParallel` setting (None: one process)."""
+    return stage.data_parallel
 
 
 def train(stage: Stage, progress: Callable[[int, int, dict], None] | None = None) -> tuple[PhaseResult, Any]:
-    """Load the base model and train (or resume, or skip a finished) phase; returns ``(result, base model)``."""
+    """Load the base model and train (or resume, or skip a finished) phase; returns ``(result, base model)``.
+
+    With ``data_parallel`` (more than one process) the phase trains in ``mlx.launch``'s workers
+    (:func:`lekutils.train.distributed.run_phase`; ``progress`` follows rank 0's metrics) and the
+    base model is loaded here afterwards, for the budgets."""
     from lekutils.engine import models
     from lekutils.train.loop import train_phase
 
+    if stage.data_parallel is not None and stage.data_parallel.world_size > 1:
+        from lekutils.train.distributed import job_of, run_phase
+
+        result = run_phase(job_of(stage), stage.data_parallel, progress=progress)
+        base, _ = models.load(stage.model)
+        return result, base
     base, tokenizer = models.load(stage.model)
     result = train_phase(base, tokenizer, stage.config, stage.data_dir, stage.out_dir,
                          previous_adapter=stage.previous_adapter, model_info=models.fingerprint(stage.model),
