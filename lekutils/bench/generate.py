@@ -1,6 +1,7 @@
-"""Benchmark: the upstream generation loop vs the batched shared-prefix engine.
+"""Benchmark: the upstream generation loop vs the batched shared-prefix engine, with llama.cpp as a peer.
 
     python -m lekutils bench generate [--model SPEC] [--probes 4] [--samples 8] [--max-tokens 128]
+                                      [--batch-sizes 16 32] [--peer/--no-peer] [--ttft-tokens 2048]
 
 For a JSON-kernel-sized (~2.2 KB) and a TXT-kernel-sized (~9 KB) system prompt, generating
 ``probes x samples`` samples of ``max_tokens`` tokens (EOS ignored on every side, so all samples
@@ -12,10 +13,20 @@ have the same length):
      and scaled.
 (a') the same loop on the engine's weights (float32 on CPU) and BLAS (OpenBLAS): what the weights
      and BLAS alone give.
-(b)  the engine: kernel prefilled once, probes prefilled once, samples decoded in batches.
+(b)  the engine: kernel prefilled once, probes prefilled once, samples decoded in batches, once per
+     batch size in ``--batch-sizes`` (aggregate decode tok/s, batch occupancy, peak memory).
+(c)  llama.cpp (``--peer``, default on where ``llama_cpp`` imports; :mod:`lekutils.bench.llamacpp`) on
+     the same GGUF with the same prompt tokens, on ``--llamacpp-threads`` threads (default: the
+     engine's OpenBLAS threads): prefill, single-stream decode, batched decode at each batch size.
+(d)  time to first token after a long kernel prefix (the first kernel's text repeated and cut at
+     ``--ttft-tokens`` tokens of the model's tokenizer): cold (prefix prefilled) and warm (prefix
+     reused: the engine's prefix cache, llama.cpp's matching KV prefix), engine and llama.cpp.
 
 The last line printed is one JSON object: per kernel size, ``upstream_samples_per_hour``,
-``engine_samples_per_hour`` and ``ratio`` (plus the details).
+``engine_samples_per_hour`` and ``ratio`` (plus the details, ``by_batch_size`` and ``llamacpp``), and at
+the top level the comparison keys of :func:`headline` (``engine_decode_tok_s``, ``llamacpp_decode_tok_s``,
+``decode_ratio_vs_llamacpp``, ``batch_occupancy``, TTFT and prefill, peak memory per batch size) and
+``load_average_start`` / ``load_average_end`` (1, 5, 15 minutes). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
