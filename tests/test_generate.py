@@ -229,3 +229,19 @@ def test_shared_prefix_attention_matches_full_attention():
         vb = mx.concatenate([pv[0], parts[b].values[0, :, :n], v_new[b]], axis=1)[None]
         ref = mx.fast.scaled_dot_product_attention(q[b: b + 1], kb, vb, scale=0.3)
         assert mx.allclose(got[b: b + 1], ref, atol=1e-5).item()
+
+
+def test_last_stats_report_occupancy_and_times():
+    model, tok = tiny("llama", "system")
+    eng = Engine(model, tok, batch_size=4)
+    reqs = [GenerationRequest(r.key, r.user, r.system, n_samples=2) for r in REQUESTS]
+    res = eng.generate(reqs, SamplerSettings(max_tokens=6))
+    st = eng.last_stats
+    for k in ("batch_occupancy", "decode_steps", "decode_tokens", "decode_s", "prefill_tokens", "prefill_s",
+              "prefix_prefill_s", "peak_mem_gb"):
+        assert k in st, k
+    assert 0 < st["batch_occupancy"] <= 1
+    assert st["decode_tokens"] >= sum(r.generation_tokens for r in res)
+    assert st["prefill_tokens"] > 0 and st["prefix_prefill_s"] > 0
+    eng.generate(reqs, SamplerSettings(max_tokens=6))
+    assert eng.last_stats["prefix_prefill_s"] == 0  # the kernel prefix is cached now

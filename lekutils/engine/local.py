@@ -106,7 +106,10 @@ class Engine:
         self._prefix_cache_size = prefix_cache_size
         self.stats: dict[str, float] = {"prefix_prefills": 0, "prefix_hits": 0, "prefill_tokens": 0,
                                         "decode_tokens": 0, "prefill_s": 0.0, "decode_s": 0.0,
-                                        "shared_prefix_batches": 0}
+                                        "shared_prefix_batches": 0, "decode_steps": 0, "active_row_steps": 0,
+                                        "prefix_prefill_s": 0.0}
+        #: figures of the last :meth:`generate` call (see :meth:`_last_stats`)
+        self.last_stats: dict[str, Any] = {}
 
     # -- prompts and caches -------------------------------------------------------------------
     def _prefix_tokens(self, system: str | None) -> tuple[int, ...]:  # also without a system text:
@@ -141,6 +144,7 @@ class Engine:
         cache = make_prompt_cache(self.model)
         self._prefill(prefix, cache)
         entry = (cache, time.perf_counter() - t0)
+        self.stats["prefix_prefill_s"] += entry[1]
         self._prefixes[prefix] = entry
         self.stats["prefix_prefills"] += 1
         while len(self._prefixes) > self._prefix_cache_size:
@@ -290,6 +294,8 @@ class Engine:
                     continue
                 keep.append(j)
             self.stats["decode_tokens"] += len(active)
+            self.stats["decode_steps"] += 1
+            self.stats["active_row_steps"] += len(active)
             if on_finish is not None and finished:
                 now = time.perf_counter() - t0
                 for r in finished:
@@ -337,6 +343,32 @@ class Engine:
         ``on_result`` receives each result as soon as its row finishes (rows of a batch finish at
         different steps), so a caller can store it before the batch is done.
         """
+        before = dict(self.stats)
+        try:
+            return self._generate(requests, sampler, progress, only=only, on_result=on_result)
+        finally:
+            self.last_stats = self._last_stats(before)
+
+    def _last_stats(self, before: dict[str, float]) -> dict[str, Any]:
+        """Figures of one :meth:`generate` call: ``batch_occupancy`` (mean over decode steps of active
+        rows / ``batch_size``), decode/prefill steps, tokens and seconds, ``prefix_prefill_s`` (shared
+        prefixes prefilled, not found in the cache) and ``peak_mem_gb`` (MLX's peak since start)."""
+        d = {k: self.stats[k] - before.get(k, 0) for k in self.stats}
+        try:
+            import mlx.core as mx
+
+            peak: float | None = mx.get_peak_memory() / 1e9
+        except (ImportError, AttributeError):
+            peak = None
+        steps = int(d["decode_steps"])
+        return {"batch_size": self.batch_size, "decode_steps": steps, "decode_tokens": int(d["decode_tokens"]),
+                "batch_occupancy": d["active_row_steps"] / (steps * self.batch_size) if steps else 0.0,
+                "decode_s": d["decode_s"], "prefill_tokens": int(d["prefill_tokens"]), "prefill_s": d["prefill_s"],
+                "prefix_prefill_s": d["prefix_prefill_s"], "peak_mem_gb": peak}
+
+    def _generate(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings,
+                  progress: Callable[[int], None] | None, *, only: set[tuple[str, int]] | None,
+                  on_result: Callable[[GenerationResult], None] | None) -> list[GenerationResult]:
         keys = [r.key for r in requests]
         if len(set(keys)) != len(keys):
             raise ValueError("GenerationRequest keys must be unique")
