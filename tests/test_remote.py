@@ -183,6 +183,20 @@ def test_samples_are_separate_seeded_requests(fakes) -> None:
     assert [(r.key, r.sample_idx) for r in out] == [("a", 1)] and "seed" not in f.requests[0]
 
 
+def test_system_text_folded_where_the_server_has_no_system_role(fakes) -> None:
+    f = fakes()
+    gen = open_generator(f"openai:fake-model-1@{f.url}#system_role=false", batch_size=2, **FAST)
+    reqs = [GenerationRequest("a", "hello", "Be kind."), GenerationRequest("b", "bye"),
+            GenerationRequest("c", "and now?", "Be kind.", messages=({"role": "user", "content": "first"},
+                                                                       {"role": "assistant", "content": "ok"}))]
+    out = {r.key: r for r in gen.generate(reqs, SamplerSettings(max_tokens=4))}
+    sent = {b["messages"][-1]["content"].split("\n\n")[-1]: b["messages"] for b in f.requests}
+    assert sent["hello"] == [{"role": "user", "content": "Be kind.\n\nhello"}]
+    assert sent["bye"] == [{"role": "user", "content": "bye"}]
+    assert sent["and now?"][0] == {"role": "user", "content": "Be kind.\n\nfirst"} and len(sent["and now?"]) == 3
+    assert (out["a"].prompt_format, out["b"].prompt_format, out["c"].prompt_format) == ("folded", "server", "folded")
+
+
 def test_ab_through_remote_records_and_key_never_written(fakes, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LEK_TEST_KEY", "sk-very-secret")
     f = fakes()

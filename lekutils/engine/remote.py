@@ -61,7 +61,10 @@ class RemoteOptions:
     (at most ``backoff_max_s``, or the server's ``Retry-After``). ``down_s``: how long an endpoint
     that failed to connect is skipped (doubling while it keeps failing, at most ``backoff_max_s``).
     ``api_key_env``: the environment variable holding the API key (sent as a bearer token).
-    ``seed_greedy``: also send the seed when ``temperature == 0``.
+    ``seed_greedy``: also send the seed when ``temperature == 0``. ``system_role``: false where the
+    server's chat template has no system role (Gemma: ``mlx_lm.server`` answers 404): the system text
+    (kernel) is then folded into the first user turn, ``system + "\n\n" + user``, as the local engine
+    does (records' ``prompt_format`` is ``folded``).
     """
 
     in_flight: int = 4
@@ -73,6 +76,7 @@ class RemoteOptions:
     down_s: float = 2.0
     api_key_env: str | None = None
     seed_greedy: bool = False
+    system_role: bool = True
 
     def __post_init__(self) -> None:
         if self.in_flight < 1:
@@ -335,12 +339,17 @@ class RemoteGenerator:
                                                        self.options.backoff_max_s)
             self._cond.notify_all()
 
+    def _format(self, req: GenerationRequest) -> str:
+        """The records' ``prompt_format``: the server's template, or the kernel folded into the user turn."""
+        return PROMPT_FORMAT if self.options.system_role or req.system is None else "folded"
+
     def _body(self, req: GenerationRequest, sampler: SamplerSettings, seed: int) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
-        if req.system is not None:
-            messages.append({"role": "system", "content": req.system})
-        messages += [{"role": m["role"], "content": m["content"]} for m in req.messages]
+        messages: list[dict[str, str]] = [{"role": m["role"], "content": m["content"]} for m in req.messages]
         messages.append({"role": "user", "content": req.user})
+        if req.system is not None and self.options.system_role:
+            messages.insert(0, {"role": "system", "content": req.system})
+        elif req.system is not None:  # no system role: the kernel opens the first user turn
+            messages[0] = {"role": "user", "content": f"{req.system}\n\n{messages[0]['content']}"}
         body: dict[str, Any] = {"model": self.spec.model, "messages": messages, "max_tokens": sampler.max_tokens,
                                 "temperature": sampler.temperature, "top_p": sampler.top_p, "stream": False}
         if sampler.temperature > 0 or self.options.seed_greedy:
@@ -404,7 +413,7 @@ class RemoteGenerator:
                     self.server_models[ep.name] = model
                 return GenerationResult(
                     key=req.key, sample_idx=sample_idx, text=text, prompt_tokens=pt, generation_tokens=ct,
-                    finish_reason=finish, prompt_format=PROMPT_FORMAT, time_s=dt, prefill_s=0.0, decode_s=dt,
+                    finish_reason=finish, prompt_format=self._format(req), time_s=dt, prefill_s=0.0, decode_s=dt,
                     sampler=sampler.to_dict(), seed=seed, model=model, endpoint=ep.name)
             except _Retry as e:
                 ok, last, wait_s = None, str(e), e.wait_s
