@@ -155,7 +155,8 @@ def test_results_are_stored_as_rows_finish_in_small_groups():
     groups: list[int] = []
     st = generate_resumable(eng, reqs, s, is_done=lambda k, i: False, on_chunk=lambda rs: groups.append(len(rs)),
                             store_every=3)
-    assert st["chunks"] == -(-len(direct) // 8) and max(groups) <= 3 and sum(groups) == len(direct)
+    assert st["chunks"] == 1  # continuous batching: the whole work list is one chunk
+    assert max(groups) <= 3 and sum(groups) == len(direct)
     assert st["stored_groups"] == len(groups) > st["chunks"]
 
 
@@ -198,7 +199,8 @@ def test_rows_from_different_prefixes_decode_together():
     entries = [eng._request_cache(p) for p in prompts]
     assert all(e.suffix_only and e.start > 0 for e in entries)
     rows = [_Row(i, 0, np.random.default_rng(0), 0) for i in range(2)]
-    eng._decode(rows, entries, [p.info.tokens[-1] for p in prompts], s)
+    waiting = [(r, e, p.info.tokens[-1]) for r, e, p in zip(rows, entries, prompts, strict=True)]
+    eng._decode(lambda n, sig: [waiting.pop(0) for _ in range(min(n, len(waiting)))], s, lambda r, dt: None)
     assert [r.tokens for r in rows] == [x.tokens for x in ref]
 
 
@@ -245,3 +247,36 @@ def test_last_stats_report_occupancy_and_times():
     assert st["prefill_tokens"] > 0 and st["prefix_prefill_s"] > 0
     eng.generate(reqs, SamplerSettings(max_tokens=6))
     assert eng.last_stats["prefix_prefill_s"] == 0  # the kernel prefix is cached now
+
+
+def test_continuous_batching_refills_finished_rows(mt):
+    """Rows that stop early are replaced by waiting rows at once: fewer decode steps than batches cut
+    in advance, occupancy near 1, and the same tokens as one row at a time."""
+    model, tok = mt
+    reqs = [GenerationRequest(r.key, r.user, r.system, n_samples=4) for r in REQUESTS]
+    s = SamplerSettings(temperature=1.0, top_p=0.95, max_tokens=16, seed=5)
+    free = Engine(model, tok, batch_size=16).generate(reqs, s)
+    counts: dict[int, int] = {}
+    for r in free:
+        for t in r.tokens[1:]:
+            counts[t] = counts.get(t, 0) + 1
+    stop = max(counts, key=counts.__getitem__)  # a frequent token: rows end at different steps
+
+    def run(b: int) -> tuple[list[GenerationResult], dict]:
+        eng = Engine(model, tok, batch_size=b)
+        eng.stop_ids = eng.stop_ids | {stop}
+        return eng.generate(reqs, s), eng.last_stats
+
+    one, _ = run(1)
+    lengths = [len(r.tokens) + (r.finish_reason == "stop") for r in one]  # decode steps of each row
+    assert min(lengths) < max(lengths) and any(r.finish_reason == "stop" for r in one)
+    for b in (3, 4):
+        got, st = run(b)
+        assert [r.tokens for r in got] == [r.tokens for r in one]
+        assert [r.finish_reason for r in got] == [r.finish_reason for r in one]
+        assert st["decode_tokens"] == sum(lengths)
+        # batches cut in advance (per prefix group) would take the longest row of each batch
+        groups = [[n for r, n in zip(one, lengths, strict=True) if (r.key == "nosys") == nosys] for nosys in (0, 1)]
+        static = sum(max(g[i: i + b]) for g in groups for i in range(0, len(g), b))
+        assert st["decode_steps"] < static
+        assert st["batch_occupancy"] > sum(lengths) / (static * b)

@@ -5,6 +5,7 @@ batch sizes 1, 3 and 8 (recorder: tests/golden/record.py)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,8 +43,15 @@ def loaded(request):
     return name, model, tok, golden
 
 
+#: one-row batches are the slowest cases; by default only greedy/kernel/b1 runs of them (set
+#: LEK_GOLDEN_ALL=1 for all 24 cases; batch 1 = batch N is also asserted by test_models_e2e)
+_ALL = os.environ.get("LEK_GOLDEN_ALL") == "1"
+
+
 @pytest.mark.parametrize("case", [f"{s}/{y}/b{b}" for s, y, b in record.cases()])
 def test_engine_reproduces_golden(loaded, case):
+    if case.endswith("/b1") and case != "greedy/kernel/b1" and not _ALL:
+        pytest.skip("one-row case: runs with LEK_GOLDEN_ALL=1")
     name, model, tok, golden = loaded
     s, y, b = case.split("/")
     got = record.run_case(model, tok, record.MODELS[name], s, y, int(b[1:]))

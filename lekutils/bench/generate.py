@@ -175,15 +175,20 @@ def occupancy(decode_tokens: float, decode_steps: float, batch_size: int) -> flo
 
 
 def engine_run(model: Any, tok: Any, spec: str, system: str, probes: list[str], samples: int, max_tokens: int,
-               temperature: float, top_p: float, batch_size: int) -> dict[str, Any]:
-    """Time the engine on ``probes x samples`` (a fresh engine: the kernel prefill is included)."""
+               temperature: float, top_p: float, batch_size: int, keep_eos: bool = False) -> dict[str, Any]:
+    """Time the engine on ``probes x samples`` (a fresh engine: the kernel prefill is included).
+
+    EOS is ignored (every row runs to ``max_tokens``, as llama.cpp's rows do) unless ``keep_eos``:
+    then rows end at different steps and ``batch_occupancy`` shows how full continuous batching
+    keeps the batch."""
     import mlx.core as mx
 
     from lekutils.engine.base import GenerationRequest, SamplerSettings
     from lekutils.engine.local import Engine
 
     eng = Engine(model, tok, batch_size=batch_size, model_spec=spec)
-    eng.stop_ids = set()  # EOS ignored: all samples run to max_tokens
+    if not keep_eos:
+        eng.stop_ids = set()  # EOS ignored: all samples run to max_tokens
     reqs = [GenerationRequest(f"p{i}", p, system, n_samples=samples) for i, p in enumerate(probes)]
     mx.reset_peak_memory()
     before = dict(getattr(eng, "stats", {}) or {})
@@ -379,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="engine batch sizes, each timed on the same work (default: 16 32)")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--keep-eos", action="store_true",
+                    help="rows end at EOS (default: ignored, all rows run to --max-tokens); shows the "
+                         "batch occupancy that continuous batching keeps when lengths vary")
     ap.add_argument("--upstream-samples", type=int, default=2, help="samples timed per sequential loop")
     ap.add_argument("--upstream-dtype", default="quantized", help="stock weights: the GGUF as mx.load reads it")
     ap.add_argument("--kernels", nargs="+", default=["json", "txt"], choices=list(KERNEL_FILES))
@@ -444,6 +452,7 @@ def run(args: argparse.Namespace, *, reexec: bool = False) -> dict[str, Any]:
                                "openblas_threads": threads,
                                "load_average_start": load_start,
                                "probes": args.probes, "samples": args.samples, "max_tokens": args.max_tokens,
+                               "eos": "kept" if args.keep_eos else "ignored",
                                "batch_sizes": batch_sizes, "llamacpp_threads": lc_threads if peer_on else None}
     peer_prompts: dict[str, list[list[int]]] = {}
     for kind in args.kernels:
@@ -454,7 +463,7 @@ def run(args: argparse.Namespace, *, reexec: bool = False) -> dict[str, Any]:
             own = upstream_loop(model, tok, system, probes, args.upstream_samples, args.max_tokens,
                                 args.temperature, args.top_p)
         runs = {b: engine_run(model, tok, args.model, system, probes, args.samples, args.max_tokens,
-                              args.temperature, args.top_p, b) for b in batch_sizes}
+                              args.temperature, args.top_p, b, keep_eos=args.keep_eos) for b in batch_sizes}
         best_b = max(runs, key=lambda b: runs[b]["samples_per_hour"])
         eng = runs[best_b]
         print(f"{kind} kernel: {len(system.encode())} bytes, {eng['prompt_tokens']} prompt tokens ({source})")

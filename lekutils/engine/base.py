@@ -156,7 +156,8 @@ def generate_resumable(engine: Generator, requests: Sequence[GenerationRequest],
     ``on_chunk`` in groups of at most ``store_every`` as soon as they finish.
 
     The engine gets fixed chunks of ``chunk_size`` items (default: its batch size, so batching
-    stays as wide as it is), cut from the work list independently of what is done; of each chunk
+    stays as wide as it is; the whole list for an engine with ``continuous_batching``, which keeps
+    its batch full across it), cut from the work list independently of what is done; of each chunk
     only the items not ``is_done(key, sample_idx)`` are generated. An engine whose ``generate``
     takes ``on_result`` reports each row as it finishes, so a kill loses at most the finished
     rows of one unstored group (fewer than ``store_every``) plus the rows still decoding; other
@@ -164,7 +165,10 @@ def generate_resumable(engine: Generator, requests: Sequence[GenerationRequest],
     key, sample_idx) and the engine's rows do not depend on their batch mates, so a resumed run
     equals an uninterrupted one.
     """
-    chunk_size = chunk_size or engine.batch_size
+    if not chunk_size:  # a continuously batching engine refills its batch across the whole work list
+        chunk_size = engine.batch_size
+        if getattr(engine, "continuous_batching", False):
+            chunk_size = max(chunk_size, sum(r.n_samples for r in requests))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if store_every < 1:

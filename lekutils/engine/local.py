@@ -10,8 +10,10 @@ How :class:`Engine` generates ``requests x n_samples``:
 3. Up to ``batch_size`` rows (request, sample) of one prefix are decoded together: their caches
    are merged into mlx-lm's left-padded batch caches (``BatchKVCache`` / ``BatchRotatingKVCache``,
    per-row RoPE offsets and masks), except that full-attention layers keep ONE copy of the prefix
-   for the whole batch (:mod:`lekutils.engine.models.shared_prefix`); a row leaves the batch at EOS /
-   end-of-turn or at ``max_tokens``.
+   for the whole batch (:mod:`lekutils.engine.models.shared_prefix`). Batching is continuous: a
+   row leaves at EOS / end-of-turn or at ``max_tokens`` and waiting work of the same prefix takes
+   its slot at the next step (its cache is appended to the running batch's), so the batch stays
+   full; ``last_stats["batch_occupancy"]`` reports how full it was.
 4. Sampling of row ``(key, sample_idx)`` draws its uniforms from its own stream seeded by
    ``(seed, key, sample_idx)`` (:func:`sample_seed`), so a result does not depend on which other
    rows share its batch: same requests + same settings -> same texts.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +87,9 @@ class _Row:
 
 class Engine:
     """Generate many prompts x N samples with a model and tokenizer from :func:`lekutils.engine.models.load`."""
+
+    #: finished rows are replaced by waiting work at once (see :meth:`_decode`)
+    continuous_batching = True
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16, model_spec: str | None = None,
                  prefill_step_size: int = 1024, prefix_cache_size: int = 4, shared_prefix: bool = True):
@@ -262,59 +267,93 @@ class Engine:
             self.stats["shared_prefix_batches"] += 1
         return out
 
-    def _decode(self, rows: list[_Row], entries: list[_ReqCache], first: list[int],
-                sampler: SamplerSettings, on_finish: Callable[[_Row, float], None] | None = None) -> float:
-        """Decode ``rows`` together from their per-row caches; returns the wall time.
+    @staticmethod
+    def _signature(e: _ReqCache) -> tuple[Any, ...]:
+        """Rows whose caches have the same signature can share one batch cache (same layer kinds)."""
+        return (id(e.base) if e.base is not None else None, e.start, tuple(sorted(e.suffix_only)))
 
-        ``on_finish(row, seconds)`` is called as soon as a row finishes (rows finish at different steps).
+    def _decode(self, refill: Callable[[int, tuple[Any, ...] | None], list[tuple[_Row, _ReqCache, int]]],
+                sampler: SamplerSettings, on_finish: Callable[[_Row, float], None]) -> float:
+        """Decode rows with continuous batching; returns the wall time.
+
+        ``refill(n, signature)`` hands over up to ``n`` waiting rows (row, request cache, first token)
+        whose caches match ``signature`` (any, when None). It is asked at the start and whenever rows
+        finish (EOS / end-of-turn or ``max_tokens``), so a finished row's slot is taken by waiting
+        work at the next step and the batch stays full. ``on_finish(row, seconds)`` is called as soon
+        as a row finishes, with the seconds since the row joined.
         """
         import mlx.core as mx
 
         t0 = time.perf_counter()
-        finished: list[_Row] = []
-        batch = self._batch_cache(entries)
-        active = list(range(len(rows)))
-        x = mx.array(first)
-        for _ in range(sampler.max_tokens):
+        rows: list[_Row] = []
+        joined: list[float] = []
+        batch: list[Any] = []
+        sig: tuple[Any, ...] | None = None
+        x = None
+
+        def admit(free: int) -> None:
+            nonlocal batch, sig, x
+            new = refill(free, sig if rows else None)
+            if not new:
+                return
+            now = time.perf_counter()
+            if sampler.max_tokens <= 0:  # nothing to decode: every row ends at once
+                for r, _, _ in new:
+                    r.finish = "length"
+                    on_finish(r, 0.0)
+                return
+            nb = self._batch_cache([e for _, e, _ in new])
+            first = mx.array([f for _, _, f in new])
+            if rows:
+                for c, n in zip(batch, nb, strict=True):
+                    c.extend(n)
+                assert x is not None
+                x = mx.concatenate([x, first])
+            else:
+                batch, sig, x = nb, self._signature(new[0][1]), first
+            rows.extend(r for r, _, _ in new)
+            joined.extend([now] * len(new))
+
+        admit(self.batch_size)
+        while rows:
+            assert x is not None
             logits = self.model(x[:, None], cache=batch)[:, -1, :]
-            u = np.array([rows[i].rng.random() for i in active]) if sampler.temperature > 0 else None
+            u = np.array([r.rng.random() for r in rows]) if sampler.temperature > 0 else None
             nxt = self._sample(logits, sampler, u)
             toks = nxt.tolist()
-            keep = []
-            for j, (i, t) in enumerate(zip(active, toks, strict=True)):
-                r = rows[i]
+            keep: list[int] = []
+            done: list[tuple[_Row, float]] = []
+            for j, (r, t) in enumerate(zip(rows, toks, strict=True)):
                 if t in self.stop_ids:
                     r.finish = "stop"
-                    finished.append(r)
-                    continue
-                r.tokens.append(t)
-                if len(r.tokens) >= sampler.max_tokens:
+                elif len(r.tokens) + 1 >= sampler.max_tokens:
+                    r.tokens.append(t)
                     r.finish = "length"
-                    finished.append(r)
+                else:
+                    r.tokens.append(t)
+                    keep.append(j)
                     continue
-                keep.append(j)
-            self.stats["decode_tokens"] += len(active)
+                done.append((r, joined[j]))
+            self.stats["decode_tokens"] += len(rows)
             self.stats["decode_steps"] += 1
-            self.stats["active_row_steps"] += len(active)
-            if on_finish is not None and finished:
-                now = time.perf_counter() - t0
-                for r in finished:
-                    on_finish(r, now)
-            finished.clear()
-            if not keep:
-                break
-            if len(keep) < len(active):
-                for c in batch:
-                    c.filter(keep)
-                nxt = nxt[mx.array(keep)]
-                active = [active[j] for j in keep]
-            x = nxt
+            self.stats["active_row_steps"] += len(rows)
+            if done:
+                now = time.perf_counter()
+                for r, since in done:
+                    on_finish(r, now - since)
+            if len(keep) < len(rows):
+                rows = [rows[j] for j in keep]
+                joined = [joined[j] for j in keep]
+                if keep:
+                    for c in batch:
+                        c.filter(keep)
+                    nxt = nxt[mx.array(keep)]
+                else:
+                    batch, x = [], None
+            x = nxt if rows else None
+            if len(rows) < self.batch_size:
+                admit(self.batch_size - len(rows))
         dt = time.perf_counter() - t0
-        for r in rows:
-            if r.finish is None:
-                r.finish = "length"
-                if on_finish is not None:
-                    on_finish(r, dt)
         self.stats["decode_s"] += dt
         return dt
 
@@ -385,44 +424,48 @@ class Engine:
         per_req = Counter(i for i, _ in work)
         # rows with the same prefix decode together; a request's samples stay contiguous
         order = sorted(range(len(work)), key=lambda w: (prompts[work[w][0]].prefix, work[w][0], work[w][1]))
-        batches: list[list[tuple[int, int]]] = []  # cut per prefix group, then by batch_size
-        for w in order:
-            i, s = work[w]
-            if (not batches or len(batches[-1]) >= self.batch_size
-                    or prompts[batches[-1][0][0]].prefix != prompts[i].prefix):
-                batches.append([])
-            batches[-1].append((i, s))
+        groups: OrderedDict[tuple[int, ...], deque[tuple[int, int]]] = OrderedDict()
+        for w in order:  # rows with the same prefix decode together; a request's samples stay in order
+            groups.setdefault(prompts[work[w][0]].prefix, deque()).append(work[w])
         remaining = Counter(i for i, _ in work)
         out: dict[tuple[int, int], GenerationResult] = {}
         req_caches: dict[int, _ReqCache] = {}
-        counted: set[int] = set()
-        for items in batches:
-            for i in sorted({i for i, _ in items} - set(req_caches)):
-                req_caches[i] = self._request_cache(prompts[i])
-            rows = [_Row(i, s, np.random.default_rng(sd), sd)
-                    for i, s in items for sd in [sample_seed(sampler.seed, requests[i].key, s)]]
-            pre_s = {i: req_caches[i].seconds / per_req[i] for i, _ in items}
+        pre_s: dict[int, float] = {}
 
-            def finish(r: _Row, dec_s: float, pre_s: dict[int, float] = pre_s) -> None:
-                p = prompts[r.req]
-                res = GenerationResult(
-                    key=requests[r.req].key, sample_idx=r.sample_idx, text=self.tokenizer.decode(r.tokens),
-                    prompt_tokens=len(p.info.tokens), generation_tokens=len(r.tokens),
-                    finish_reason=r.finish or "length", prompt_format=p.info.format,
-                    time_s=pre_s[r.req] + dec_s, prefill_s=pre_s[r.req], decode_s=dec_s,
-                    sampler=sampler.to_dict(), seed=r.seed, model=self.model_spec, tokens=list(r.tokens))
-                out[(r.req, r.sample_idx)] = res
-                if on_result is not None:
-                    on_result(res)
-
-            self._decode(rows, [req_caches[r.req] for r in rows], [prompts[r.req].info.tokens[-1] for r in rows],
-                         sampler, on_finish=finish)
-            self.stats["prefill_s"] += sum(req_caches[i].seconds for i in set(pre_s) - counted)
-            counted.update(pre_s)
-            remaining.subtract(i for i, _ in items)
-            for i in {i for i, _ in items}:
+        def refill(queue: deque[tuple[int, int]], n: int,
+                   sig: tuple[Any, ...] | None) -> list[tuple[_Row, _ReqCache, int]]:
+            got: list[tuple[_Row, _ReqCache, int]] = []
+            while queue and len(got) < n:
+                i, s = queue[0]
+                if i not in req_caches:
+                    req_caches[i] = self._request_cache(prompts[i])
+                    pre_s[i] = req_caches[i].seconds / per_req[i]
+                    self.stats["prefill_s"] += req_caches[i].seconds
+                entry = req_caches[i]
+                if sig is not None and self._signature(entry) != sig:
+                    break  # another cache layout: joins when the running batch has drained
+                queue.popleft()
+                sd = sample_seed(sampler.seed, requests[i].key, s)
+                got.append((_Row(i, s, np.random.default_rng(sd), sd), entry, prompts[i].info.tokens[-1]))
+                remaining[i] -= 1
                 if remaining[i] <= 0:
                     req_caches.pop(i, None)
+            return got
+
+        def finish(r: _Row, dec_s: float) -> None:
+            p = prompts[r.req]
+            res = GenerationResult(
+                key=requests[r.req].key, sample_idx=r.sample_idx, text=self.tokenizer.decode(r.tokens),
+                prompt_tokens=len(p.info.tokens), generation_tokens=len(r.tokens),
+                finish_reason=r.finish or "length", prompt_format=p.info.format,
+                time_s=pre_s[r.req] + dec_s, prefill_s=pre_s[r.req], decode_s=dec_s,
+                sampler=sampler.to_dict(), seed=r.seed, model=self.model_spec, tokens=list(r.tokens))
+            out[(r.req, r.sample_idx)] = res
+            if on_result is not None:
+                on_result(res)
             if progress is not None:
-                progress(len(rows))
+                progress(1)
+
+        for queue in groups.values():
+            self._decode(lambda n, sig, q=queue: refill(q, n, sig), sampler, finish)
         return [out[w] for w in work]

@@ -47,6 +47,12 @@ class SharedPrefixCache:
     def filter(self, batch_indices: Any) -> None:
         self.rows.filter(batch_indices)
 
+    def extend(self, other: SharedPrefixCache) -> None:
+        """Add ``other``'s rows (continuous batching); both must hold the same prefix."""
+        if other.prefix_len != self.prefix_len:
+            raise ValueError(f"cannot join rows of a {other.prefix_len}-token prefix to a {self.prefix_len}-token one")
+        self.rows.extend(other.rows)
+
     def is_trimmable(self) -> bool:
         return False
 
@@ -62,6 +68,8 @@ class SharedPrefixCache:
         """Softmax attention of ``queries (B, Hq, 1, D)`` over prefix + row keys, merged exactly."""
         import mlx.core as mx
 
+        from lekutils.engine.fastexp import exp
+
         B, Hq, L, D = queries.shape
         if L != 1:
             raise ValueError("SharedPrefixCache supports decoding one token at a time")
@@ -73,7 +81,7 @@ class SharedPrefixCache:
         qp = q.transpose(1, 0, 2, 3).reshape(1, Hkv, B * rep, D)
         sp = qp @ self.prefix_keys.swapaxes(-1, -2)
         mp = mx.max(sp, axis=-1, keepdims=True)
-        ep = mx.exp(sp - mp)
+        ep = exp(sp - mp)
         lp = mx.sum(ep, axis=-1, keepdims=True)
         op = ep @ self.prefix_values
 
@@ -87,11 +95,11 @@ class SharedPrefixCache:
         valid = mx.arange(R)[None, :] >= self.rows.left_padding[:, None]
         sr = mx.where(valid[:, None, None, :], sr, mx.array(-mx.inf, dtype=sr.dtype))
         mr = mx.max(sr, axis=-1, keepdims=True)  # finite: the current token is always valid
-        er = mx.exp(sr - mr)
+        er = exp(sr - mr)
         lr = mx.sum(er, axis=-1, keepdims=True)
         orow = er @ values
         m = mx.maximum(mp, mr)
-        a, b = mx.exp(mp - m), mx.exp(mr - m)
+        a, b = exp(mp - m), exp(mr - m)
         out = (op * a + orow * b) / (lp * a + lr * b)
         return out.reshape(B, Hq, 1, Dv).astype(queries.dtype)
 
