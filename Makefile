@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= demo
+# engine processes for generation: auto = one per CPU core on a CPU device (lekutils.engine.parallel)
+DECODE_WORKERS ?= auto
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lek-installed
 
@@ -20,7 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 run: setup
-	$(PY) -m lekutils run --profile $(PROFILE)
+	LEK_DECODE_WORKERS=$(DECODE_WORKERS) $(PY) -m lekutils run --profile $(PROFILE)
 
 smoke: setup
 	$(PY) -m lekutils run --profile smoke

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 __all__ = ["Engine"]
 
 
+#: sliding-window layers share prefixes of at least this many tokens (a chat template's few header
+#: tokens are not worth it, and keeping them per row leaves those prompts' outputs exactly as before)
+_MIN_WINDOW_SHARE = 64
 _TOP_K = 1024  # candidates sorted for top-p (falls back to a full sort when their mass < top_p)
 _SENTINELS = ("A", "Z", "1", ".", "yes", "no", "the", "Hello")
 
@@ -66,13 +69,15 @@ class _Prompt:
 @dataclass
 class _ReqCache:
     """A request's prefilled cache; layers in ``suffix_only`` hold only the tokens after ``start``
-    (the first ``start`` tokens live in ``base``, the engine's shared prefix cache)."""
+    (the first ``start`` tokens live in ``base``, the engine's shared prefix cache); ``windows`` names
+    the sliding-window layers among them (their ``base`` is a ``RotatingKVCache``)."""
 
     layers: list[Any]
     seconds: float
     base: list[Any] | None = None
     start: int = 0
     suffix_only: set[int] = field(default_factory=set)
+    windows: dict[int, int] = field(default_factory=dict)  # sliding-window layers: layer -> window
 
 
 @dataclass
@@ -163,7 +168,7 @@ class Engine:
         (the prefix stays in the engine's single copy); other layers keep their whole cache.
         """
         import mlx.core as mx
-        from mlx_lm.models.cache import KVCache, make_prompt_cache
+        from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
         body = p.info.tokens[:-1]
         n = _lcp(p.prefix, body)
@@ -185,15 +190,25 @@ class Engine:
             self._prefill(body[n:], cache)
         entry = _ReqCache(cache, time.perf_counter() - t0)
         if self.shared_prefix and base is not None and n == len(p.prefix):
+            own = len(body) - n
             for li, c in enumerate(cache):
+                part = KVCache()
                 if type(c) is KVCache and type(base[li]) is KVCache:
-                    part = KVCache()
-                    if c.offset > n:
+                    if own:
                         part.keys = mx.contiguous(c.keys[..., n: c.offset, :])
                         part.values = mx.contiguous(c.values[..., n: c.offset, :])
-                        part.offset = c.offset - n
-                    cache[li] = part
-                    entry.suffix_only.add(li)
+                elif (type(c) is RotatingKVCache and type(base[li]) is RotatingKVCache and c.keep == 0
+                      and own < c.max_size and n >= _MIN_WINDOW_SHARE):
+                    # a sliding-window layer: its prefix part is shared too (see _batch_cache)
+                    if own:
+                        part.keys = mx.contiguous(c._temporal_order(c.keys)[..., -own:, :])
+                        part.values = mx.contiguous(c._temporal_order(c.values)[..., -own:, :])
+                    entry.windows[li] = c.max_size
+                else:
+                    continue
+                part.offset = own
+                cache[li] = part
+                entry.suffix_only.add(li)
             mx.eval([c.state for c in cache if not c.empty()])
             entry.base, entry.start = base, n
         return entry
@@ -232,37 +247,48 @@ class Engine:
 
     # -- decoding -----------------------------------------------------------------------------
     def _batch_cache(self, entries: list[_ReqCache]) -> list[Any]:
-        """Merge the rows' caches into batch caches; with one shared prefix, its full-attention
-        layers become :class:`SharedPrefixCache` (one prefix copy for the batch)."""
+        """Merge the rows' caches into batch caches; with one shared prefix, its full-attention and
+        sliding-window layers become :class:`SharedPrefixCache` (one prefix copy for the batch)."""
         import mlx.core as mx
-        from mlx_lm.models.cache import BatchKVCache, KVCache
+        from mlx_lm.models.cache import BatchKVCache, KVCache, RotatingKVCache
 
         from lekutils.engine.models.shared_prefix import SharedPrefixCache
 
         e0 = entries[0]
         shared = e0.start > 0 and all(e.base is e0.base and e.start == e0.start for e in entries)
 
+        def prefix_kv(e: _ReqCache, li: int) -> tuple[Any, Any]:
+            """The prefix's keys/values that decoding can see: all of them, or a sliding window's last
+            ``window - 1`` (in temporal order)."""
+            assert e.base is not None
+            b = e.base[li]
+            if li not in e.windows:
+                return b.keys[..., : e.start, :], b.values[..., : e.start, :]
+            keep = min(e.windows[li] - 1, e.start)
+            return b._temporal_order(b.keys)[..., -keep:, :], b._temporal_order(b.values)[..., -keep:, :]
+
         def whole(e: _ReqCache, li: int) -> Any:
             """The layer's cache with the prefix tokens put back (rows from different prefixes)."""
             if li not in e.suffix_only:
                 return e.layers[li]
-            assert e.base is not None
-            c, own = KVCache(), e.layers[li]
-            ks = [e.base[li].keys[..., : e.start, :]] + ([own.keys] if own.offset else [])
-            vs = [e.base[li].values[..., : e.start, :]] + ([own.values] if own.offset else [])
-            c.keys, c.values = mx.concatenate(ks, axis=2), mx.concatenate(vs, axis=2)
-            c.offset = c.keys.shape[2]
+            own = e.layers[li]
+            pk, pv = prefix_kv(e, li)
+            c = RotatingKVCache(e.windows[li]) if li in e.windows else KVCache()
+            c.keys = mx.concatenate([pk] + ([own.keys] if own.offset else []), axis=2)
+            c.values = mx.concatenate([pv] + ([own.values] if own.offset else []), axis=2)
+            c.offset = e.start + own.offset
+            c._idx = c.keys.shape[2]
             return c
 
         out = []
-        for li, layer in enumerate(e0.layers):
+        for li in range(len(e0.layers)):
             if shared and all(li in e.suffix_only for e in entries):
-                assert e0.base is not None
-                pk = e0.base[li].keys[..., : e0.start, :]
-                pv = e0.base[li].values[..., : e0.start, :]
-                out.append(SharedPrefixCache(pk, pv, BatchKVCache.merge([e.layers[li] for e in entries])))
+                pk, pv = prefix_kv(e0, li)
+                out.append(SharedPrefixCache(pk, pv, BatchKVCache.merge([e.layers[li] for e in entries]),
+                                             prefix_len=e0.start, window=e0.windows.get(li)))
             else:
-                out.append(type(layer).merge([whole(e, li) for e in entries]))
+                merged = [whole(e, li) for e in entries]
+                out.append(type(merged[0]).merge(merged))
         if any(isinstance(c, SharedPrefixCache) for c in out):
             self.stats["shared_prefix_batches"] += 1
         return out

@@ -23,12 +23,25 @@ _PATCHED = "_lek_shared_prefix"
 
 
 class SharedPrefixCache:
-    """One layer's cache: a shared prefix ``(1, H_kv, P, D)`` + per-row ``BatchKVCache`` (decode only)."""
+    """One layer's cache: a shared prefix ``(1, H_kv, K, D)`` + per-row ``BatchKVCache`` (decode only).
 
-    def __init__(self, prefix_keys: Any, prefix_values: Any, rows: Any):
+    ``prefix_len`` is the prefix's length in tokens; the stored keys are its LAST ``K`` tokens (all
+    of them for full attention). With ``window`` (a sliding-window layer: each query sees the
+    ``window`` most recent positions, itself included, as mlx-lm's ``RotatingKVCache`` does) only
+    the prefix's last ``window - 1`` tokens can ever be seen, and each row masks what has left its
+    window.
+    """
+
+    def __init__(self, prefix_keys: Any, prefix_values: Any, rows: Any, *, prefix_len: int | None = None,
+                 window: int | None = None):
         self.prefix_keys = prefix_keys
         self.prefix_values = prefix_values
-        self.prefix_len = int(prefix_keys.shape[2])
+        self.prefix_len = int(prefix_keys.shape[2]) if prefix_len is None else int(prefix_len)
+        if self.prefix_len < prefix_keys.shape[2]:
+            raise ValueError(f"prefix_len {self.prefix_len} < {prefix_keys.shape[2]} stored prefix tokens")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
         self.rows = rows
 
     @property
@@ -49,7 +62,7 @@ class SharedPrefixCache:
 
     def extend(self, other: SharedPrefixCache) -> None:
         """Add ``other``'s rows (continuous batching); both must hold the same prefix."""
-        if other.prefix_len != self.prefix_len:
+        if (other.prefix_len, other.window) != (self.prefix_len, self.window):
             raise ValueError(f"cannot join rows of a {other.prefix_len}-token prefix to a {self.prefix_len}-token one")
         self.rows.extend(other.rows)
 
@@ -80,7 +93,18 @@ class SharedPrefixCache:
         # prefix: (1, Hkv, B*rep, D) @ (1, Hkv, D, P): one GEMM per kv head, prefix read once
         qp = q.transpose(1, 0, 2, 3).reshape(1, Hkv, B * rep, D)
         sp = qp @ self.prefix_keys.swapaxes(-1, -2)
-        mp = mx.max(sp, axis=-1, keepdims=True)
+        K = self.prefix_keys.shape[2]
+        R = keys.shape[2]
+        if self.window is not None:
+            # row b's query is at position prefix_len + own_b - 1 (own_b: its tokens, this one included);
+            # prefix position p (stored: prefix_len - K .. prefix_len - 1) is seen iff p > query - window
+            own = self.rows.offset
+            first = own - 1 - self.window + 1  # first visible position, relative to prefix_len
+            seen = (mx.arange(K)[None, :] - K) >= first[:, None]  # (B, K)
+            seen = mx.repeat(seen, rep, axis=0)[None, None]  # rows of qp are (b, rep) pairs
+            sp = mx.where(seen, sp, mx.array(-mx.inf, dtype=sp.dtype))
+        # a row whose window has left the prefix has no finite score there: keep exp() NaN-free
+        mp = mx.maximum(mx.max(sp, axis=-1, keepdims=True), mx.array(-1e30, dtype=sp.dtype))
         ep = exp(sp - mp)
         lp = mx.sum(ep, axis=-1, keepdims=True)
         op = ep @ self.prefix_values
@@ -91,8 +115,9 @@ class SharedPrefixCache:
         op, mp, lp = per_row(op, Dv), per_row(mp, 1), per_row(lp, 1)
         # rows: (B, Hkv, rep, D) @ (B, Hkv, D, R), left padding masked out
         sr = q @ keys.swapaxes(-1, -2)
-        R = keys.shape[2]
         valid = mx.arange(R)[None, :] >= self.rows.left_padding[:, None]
+        if self.window is not None and R > self.window:
+            valid = valid & (mx.arange(R)[None, :] >= R - self.window)  # the current token is at R - 1
         sr = mx.where(valid[:, None, None, :], sr, mx.array(-mx.inf, dtype=sr.dtype))
         mr = mx.max(sr, axis=-1, keepdims=True)  # finite: the current token is always valid
         er = exp(sr - mr)
