@@ -122,7 +122,7 @@ def test_final_json_line_has_the_issue_keys(monkeypatch, capsys, peer):
     monkeypatch.setattr(g, "set_openblas_threads", lambda n: n)
     monkeypatch.setattr(g, "kernel_text", lambda kind: ("K" * 50, "fake"))
 
-    def fake_engine_run(model, tok, spec, system, probes, samples, max_tokens, temperature, top_p, b, keep_eos=False):
+    def fake_engine_run(model, tok, spec, system, probes, samples, max_tokens, temperature, top_p, b, keep_eos=False, workers=1):
         return {"samples": len(probes) * samples, "wall_s": 10.0, "samples_per_hour": 100.0 + b,
                 "prompt_tokens": 60, "prefill_tokens": 60, "prefill_s": 0.5, "prefill_tok_s": 120.0,
                 "decode_tokens": 4 * b, "decode_s": 1.0, "decode_steps": 4, "decode_tok_s": 4.0 * b,

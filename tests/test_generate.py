@@ -318,11 +318,18 @@ def test_sliding_window_shared_prefix_attention_matches_windowed_attention():
         SharedPrefixCache(pk, pv, BatchKVCache.merge(parts), window=0)
 
 
-def test_sliding_window_layers_share_the_prefix():
-    """Gemma 3's sliding-window layers keep the kernel prefix once per batch, not once per row."""
+def test_sliding_window_layers_share_the_prefix(monkeypatch):
+    """Gemma 3's sliding-window layers keep the kernel prefix once per batch, not once per row, and
+    give the tokens of per-row copies."""
+    import lekutils.engine.local as local
     from lekutils.engine.models.shared_prefix import SharedPrefixCache
 
+    monkeypatch.setattr(local, "_MIN_WINDOW_SHARE", 8)  # the tiny model's kernel prefix is ~40 tokens
     model, tok = tiny("gemma3", "nosystem")
+    s = SamplerSettings(max_tokens=24)
+    copies = Engine(model, tok, batch_size=8, shared_prefix=False).generate(REQUESTS, s)
+    shared = Engine(model, tok, batch_size=8).generate(REQUESTS, s)
+    assert [a.tokens for a in shared] == [c.tokens for c in copies]
     eng = Engine(model, tok, batch_size=4)
     seen: list[list] = []
     orig = eng._batch_cache

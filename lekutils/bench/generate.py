@@ -175,27 +175,47 @@ def occupancy(decode_tokens: float, decode_steps: float, batch_size: int) -> flo
 
 
 def engine_run(model: Any, tok: Any, spec: str, system: str, probes: list[str], samples: int, max_tokens: int,
-               temperature: float, top_p: float, batch_size: int, keep_eos: bool = False) -> dict[str, Any]:
+               temperature: float, top_p: float, batch_size: int, keep_eos: bool = False,
+               workers: int = 1) -> dict[str, Any]:
     """Time the engine on ``probes x samples`` (a fresh engine: the kernel prefill is included).
 
     EOS is ignored (every row runs to ``max_tokens``, as llama.cpp's rows do) unless ``keep_eos``:
     then rows end at different steps and ``batch_occupancy`` shows how full continuous batching
-    keeps the batch."""
+    keeps the batch. ``workers`` > 1 runs that many engine processes
+    (:class:`~lekutils.engine.parallel.ParallelEngine`, loaded and warmed up before the clock starts)."""
     import mlx.core as mx
 
     from lekutils.engine.base import GenerationRequest, SamplerSettings
     from lekutils.engine.local import Engine
 
-    eng = Engine(model, tok, batch_size=batch_size, model_spec=spec)
+    par = None
+    if workers > 1:
+        from lekutils.engine.parallel import ParallelEngine
+
+        par = ParallelEngine(spec, workers=workers, batch_size=batch_size)
+        par._start()
+        eng: Any = par.local
+    else:
+        eng = Engine(model, tok, batch_size=batch_size, model_spec=spec)
     if not keep_eos:
         eng.stop_ids = set()  # EOS ignored: all samples run to max_tokens
     reqs = [GenerationRequest(f"p{i}", p, system, n_samples=samples) for i, p in enumerate(probes)]
     mx.reset_peak_memory()
     before = dict(getattr(eng, "stats", {}) or {})
     t0 = time.perf_counter()
-    res = eng.generate(reqs, SamplerSettings(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=1))
+    sampler = SamplerSettings(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=1)
+    if par is not None:
+        par.local.stop_ids = eng.stop_ids
+        if not keep_eos:  # the workers' engines: same rule
+            for _, tasks, _ in par._procs:
+                tasks.put(("no_eos",))
+        res = par.generate(reqs, sampler)
+    else:
+        res = eng.generate(reqs, sampler)
     wall = time.perf_counter() - t0
-    st = engine_stats(eng, res, batch_size, before)
+    st = engine_stats(par if par is not None else eng, res, batch_size, before if par is None else {})
+    if par is not None:
+        par.close()
     peak = st["peak_mem_gb"] if st["peak_mem_gb"] is not None else _peak_gb()
     return {"samples": len(res), "wall_s": wall, "samples_per_hour": 3600 * len(res) / wall,
             "prompt_tokens": res[0].prompt_tokens, "prefill_tokens": st["prefill_tokens"],
@@ -304,7 +324,7 @@ def headline(summary: dict[str, Any], kind: str) -> dict[str, Any]:
 
     return {
         "headline_kernel": kind,
-        "engine_batch_size": int(best) if best else None,
+        "engine_batch_size": (int(best) if best.isdigit() else best) if best else None,
         "engine_decode_tok_s": _r(eng_dec, 1),
         "llamacpp_decode_tok_s": _r(lc_dec, 1),
         "decode_ratio_vs_llamacpp": ratio(eng_dec, lc_dec),
@@ -382,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", type=int, nargs="+", default=[16, 32],
                     help="engine batch sizes, each timed on the same work (default: 16 32)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1],
+                    help="engine processes, each timed at every batch size (ParallelEngine; keys '<B>x<W>')")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--keep-eos", action="store_true",
@@ -462,8 +484,10 @@ def run(args: argparse.Namespace, *, reexec: bool = False) -> dict[str, Any]:
         if not args.skip_own_loop:
             own = upstream_loop(model, tok, system, probes, args.upstream_samples, args.max_tokens,
                                 args.temperature, args.top_p)
-        runs = {b: engine_run(model, tok, args.model, system, probes, args.samples, args.max_tokens,
-                              args.temperature, args.top_p, b, keep_eos=args.keep_eos) for b in batch_sizes}
+        runs = {(str(b) if w == 1 else f"{b}x{w}"): engine_run(
+                    model, tok, args.model, system, probes, args.samples, args.max_tokens, args.temperature,
+                    args.top_p, b, keep_eos=args.keep_eos, workers=w)
+                for w in dict.fromkeys(args.workers) for b in batch_sizes}
         best_b = max(runs, key=lambda b: runs[b]["samples_per_hour"])
         eng = runs[best_b]
         print(f"{kind} kernel: {len(system.encode())} bytes, {eng['prompt_tokens']} prompt tokens ({source})")

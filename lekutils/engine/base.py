@@ -165,9 +165,10 @@ def generate_resumable(engine: Generator, requests: Sequence[GenerationRequest],
     key, sample_idx) and the engine's rows do not depend on their batch mates, so a resumed run
     equals an uninterrupted one.
     """
+    streams = _streams(engine)
     if not chunk_size:  # a continuously batching engine refills its batch across the whole work list
         chunk_size = engine.batch_size
-        if getattr(engine, "continuous_batching", False):
+        if streams and getattr(engine, "continuous_batching", False):
             chunk_size = max(chunk_size, sum(r.n_samples for r in requests))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -179,7 +180,6 @@ def generate_resumable(engine: Generator, requests: Sequence[GenerationRequest],
         engine.check(pending, sampler)  # before any generation: a bad prompt fails now, not hours later
     stats = {"items": len(work), "chunks": 0, "chunks_skipped": 0, "chunks_generated": 0,
              "generated": 0, "stored_groups": 0, "store_every": store_every, "time_s": 0.0}
-    streams = _streams(engine)
     t0 = time.perf_counter()
     buf: list[GenerationResult] = []
 

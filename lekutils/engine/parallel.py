@@ -72,6 +72,9 @@ def _worker(spec: str, adapter: str | None, batch_size: int, tasks: Any, results
         task = tasks.get()
         if task is None:
             return
+        if task == ("no_eos",):  # benchmarks: rows run to max_tokens, as llama.cpp's do
+            eng.stop_ids = set()
+            continue
         reqs, sampler, only = task
         try:
             eng.generate(reqs, sampler, only=only, on_result=lambda r: results.put(("result", r)))
