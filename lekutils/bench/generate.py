@@ -193,22 +193,20 @@ def engine_run(model: Any, tok: Any, spec: str, system: str, probes: list[str], 
         from lekutils.engine.parallel import ParallelEngine
 
         par = ParallelEngine(spec, workers=workers, batch_size=batch_size)
-        par._start()
+        par.start()
         eng: Any = par.local
+        if not keep_eos:
+            par.ignore_eos()
     else:
         eng = Engine(model, tok, batch_size=batch_size, model_spec=spec)
-    if not keep_eos:
-        eng.stop_ids = set()  # EOS ignored: all samples run to max_tokens
+        if not keep_eos:
+            eng.stop_ids = set()  # EOS ignored: all samples run to max_tokens
     reqs = [GenerationRequest(f"p{i}", p, system, n_samples=samples) for i, p in enumerate(probes)]
     mx.reset_peak_memory()
     before = dict(getattr(eng, "stats", {}) or {})
     t0 = time.perf_counter()
     sampler = SamplerSettings(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=1)
     if par is not None:
-        par.local.stop_ids = eng.stop_ids
-        if not keep_eos:  # the workers' engines: same rule
-            for _, tasks, _ in par._procs:
-                tasks.put(("no_eos",))
         res = par.generate(reqs, sampler)
     else:
         res = eng.generate(reqs, sampler)

@@ -156,8 +156,8 @@ def generate_resumable(engine: Generator, requests: Sequence[GenerationRequest],
     ``on_chunk`` in groups of at most ``store_every`` as soon as they finish.
 
     The engine gets fixed chunks of ``chunk_size`` items (default: its batch size, so batching
-    stays as wide as it is; the whole list for an engine with ``continuous_batching``, which keeps
-    its batch full across it), cut from the work list independently of what is done; of each chunk
+    stays as wide as it is; the whole list for a streaming engine with ``continuous_batching``, which
+    keeps its batch full across it), cut from the work list independently of what is done; of each chunk
     only the items not ``is_done(key, sample_idx)`` are generated. An engine whose ``generate``
     takes ``on_result`` reports each row as it finishes, so a kill loses at most the finished
     rows of one unstored group (fewer than ``store_every``) plus the rows still decoding; other

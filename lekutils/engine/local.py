@@ -277,7 +277,8 @@ class Engine:
             c.keys = mx.concatenate([pk] + ([own.keys] if own.offset else []), axis=2)
             c.values = mx.concatenate([pv] + ([own.values] if own.offset else []), axis=2)
             c.offset = e.start + own.offset
-            c._idx = c.keys.shape[2]
+            if isinstance(c, RotatingKVCache):
+                c._idx = c.keys.shape[2]
             return c
 
         out = []

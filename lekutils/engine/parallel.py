@@ -139,7 +139,7 @@ class ParallelEngine:
             res = self.local.generate(requests, sampler, progress, only=only, on_result=on_result)
             self.last_stats = dict(self.local.last_stats, engines=1)
             return res
-        self._start()
+        self.start()
         got: dict[tuple[str, int], GenerationResult] = {}
         pending = set()
         for w, share in enumerate(shares[1:]):
@@ -196,6 +196,13 @@ class ParallelEngine:
             raise WorkerError(f"{len(missing)} rows never came back, e.g. {missing[:3]}")
         return [got[k] for k in work]
 
+    def ignore_eos(self) -> None:
+        """Benchmarks: every engine runs its rows to ``max_tokens`` (as llama.cpp's rows do)."""
+        self.start()
+        self.local.stop_ids = set()
+        for _, tasks, _ in self._procs:
+            tasks.put(("no_eos",))
+
     # -- internals -----------------------------------------------------------------------------
     def _split(self, requests: Sequence[GenerationRequest], only: set[tuple[str, int]] | None) -> list[set[str]]:
         """Request keys per engine, sample counts balanced (largest requests first)."""
@@ -208,7 +215,8 @@ class ParallelEngine:
             load[w] += counts[key]
         return shares
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the worker processes and wait until each has loaded the model (else on first use)."""
         if self._procs:
             return
         ctx = mp.get_context("spawn")
