@@ -376,7 +376,7 @@ class Engine:
                         c.filter(keep)
                     nxt = nxt[mx.array(keep)]
                 else:
-                    batch, x = [], None
+                    batch = []
             x = nxt if rows else None
             if len(rows) < self.batch_size:
                 admit(self.batch_size - len(rows))
@@ -449,12 +449,11 @@ class Engine:
         work = [(i, s) for i, r in enumerate(requests) for s in range(r.n_samples)
                 if only is None or (r.key, s) in only]
         per_req = Counter(i for i, _ in work)
-        # rows with the same prefix decode together; a request's samples stay contiguous
         order = sorted(range(len(work)), key=lambda w: (prompts[work[w][0]].prefix, work[w][0], work[w][1]))
         groups: OrderedDict[tuple[int, ...], deque[tuple[int, int]]] = OrderedDict()
         for w in order:  # rows with the same prefix decode together; a request's samples stay in order
             groups.setdefault(prompts[work[w][0]].prefix, deque()).append(work[w])
-        remaining = Counter(i for i, _ in work)
+        remaining = per_req.copy()  # rows of each request not yet in a batch
         out: dict[tuple[int, int], GenerationResult] = {}
         req_caches: dict[int, _ReqCache] = {}
         pre_s: dict[int, float] = {}

@@ -22,6 +22,7 @@ import os
 import queue as queue_mod
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,7 +76,7 @@ def _worker(spec: str, adapter: str | None, batch_size: int, tasks: Any, results
         if task == ("no_eos",):  # benchmarks: rows run to max_tokens, as llama.cpp's do
             eng.stop_ids = set()
             continue
-        reqs, sampler, only = task
+        reqs, only, sampler = task
         try:
             eng.generate(reqs, sampler, only=only, on_result=lambda r: results.put(("result", r)))
             results.put(("done", eng.last_stats))
@@ -134,18 +135,21 @@ class ParallelEngine:
                  on_result: Callable[[GenerationResult], None] | None = None) -> list[GenerationResult]:
         """Like :meth:`Engine.generate`; the rows are shared between the engines."""
         work = [(r.key, s) for r in requests for s in range(r.n_samples) if only is None or (r.key, s) in only]
-        shares = self._split(requests, only)
+        shares = self._split(work)
         if self.workers == 1 or len([s for s in shares if s]) < 2:
             res = self.local.generate(requests, sampler, progress, only=only, on_result=on_result)
             self.last_stats = dict(self.local.last_stats, engines=1)
             return res
         self.start()
+
+        def part(keys: set[str]) -> tuple[list[GenerationRequest], set[tuple[str, int]]]:
+            return [r for r in requests if r.key in keys], {k for k in work if k[0] in keys}
+
         got: dict[tuple[str, int], GenerationResult] = {}
         pending = set()
         for w, share in enumerate(shares[1:]):
             if share:
-                self._procs[w][1].put(([r for r in requests if r.key in share], sampler,
-                                       {k for k in work if k[0] in share}))
+                self._procs[w][1].put((*part(share), sampler))
                 pending.add(w)
         stats: list[dict[str, Any]] = []
 
@@ -164,8 +168,9 @@ class ParallelEngine:
                         kind, payload = q.get(timeout=0.5) if block else q.get_nowait()
                     except queue_mod.Empty:
                         if block and not self._procs[w][0].is_alive():
-                            raise WorkerError(f"decode worker {w + 1} died (exit code "
-                                              f"{self._procs[w][0].exitcode})") from None
+                            code = self._procs[w][0].exitcode
+                            self.close()
+                            raise WorkerError(f"decode worker {w + 1} died (exit code {code})") from None
                         if block:
                             continue
                         break
@@ -183,10 +188,9 @@ class ParallelEngine:
             take(res)
             poll(block=False)
 
-        mine = shares[0]
-        if mine:
-            self.local.generate([r for r in requests if r.key in mine], sampler,
-                                only={k for k in work if k[0] in mine}, on_result=local_result)
+        if shares[0]:
+            mine, only_mine = part(shares[0])
+            self.local.generate(mine, sampler, only=only_mine, on_result=local_result)
             stats.append(self.local.last_stats)
         while pending:
             poll(block=True)
@@ -204,12 +208,12 @@ class ParallelEngine:
             tasks.put(("no_eos",))
 
     # -- internals -----------------------------------------------------------------------------
-    def _split(self, requests: Sequence[GenerationRequest], only: set[tuple[str, int]] | None) -> list[set[str]]:
-        """Request keys per engine, sample counts balanced (largest requests first)."""
-        counts = {r.key: sum(1 for s in range(r.n_samples) if only is None or (r.key, s) in only) for r in requests}
+    def _split(self, work: list[tuple[str, int]]) -> list[set[str]]:
+        """Request keys per engine, row counts balanced (largest requests first)."""
+        counts = Counter(k for k, _ in work)
         shares: list[set[str]] = [set() for _ in range(self.workers)]
         load = [0] * self.workers
-        for key in sorted((k for k in counts if counts[k]), key=lambda k: -counts[k]):
+        for key in sorted(counts, key=lambda k: -counts[k]):
             w = min(range(self.workers), key=lambda i: (load[i], i))
             shares[w].add(key)
             load[w] += counts[key]

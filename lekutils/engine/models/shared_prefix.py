@@ -103,8 +103,9 @@ class SharedPrefixCache:
             seen = (mx.arange(K)[None, :] - K) >= first[:, None]  # (B, K)
             seen = mx.repeat(seen, rep, axis=0)[None, None]  # rows of qp are (b, rep) pairs
             sp = mx.where(seen, sp, mx.array(-mx.inf, dtype=sp.dtype))
-        # a row whose window has left the prefix has no finite score there: keep exp() NaN-free
-        mp = mx.maximum(mx.max(sp, axis=-1, keepdims=True), mx.array(-1e30, dtype=sp.dtype))
+        mp = mx.max(sp, axis=-1, keepdims=True)
+        if self.window is not None:  # a row whose window has left the prefix: keep exp() NaN-free
+            mp = mx.maximum(mp, mx.array(-1e30, dtype=sp.dtype))
         ep = exp(sp - mp)
         lp = mx.sum(ep, axis=-1, keepdims=True)
         op = ep @ self.prefix_values
