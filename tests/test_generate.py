@@ -165,22 +165,24 @@ def test_top_p_candidate_shortcut_matches_full_sort(monkeypatch):
     import mlx.core as mx
     import numpy as np
 
-    import lekutils.engine.local as g
+    import lekutils.engine.sampling as g
 
     mx.random.seed(0)
     logits = mx.random.normal((6, 5000)) * 3
     u = np.random.default_rng(0).random(6)
     s = SamplerSettings(temperature=0.7, top_p=0.8)
-    monkeypatch.setattr(g, "_TOP_K", 5000)
-    full = g.Engine._sample(logits, s, u).tolist()
-    monkeypatch.setattr(g, "_TOP_K", 2000)
-    short = g.Engine._sample(logits, s, u).tolist()
-    assert full == short
+    monkeypatch.setattr(g, "TOP_K", 5000)
+    full = g.sample_reference(logits, s, u).tolist()
+    assert g.sample(logits, s, u).tolist() == full
+    monkeypatch.setattr(g, "TOP_K", 2000)
+    assert g.sample_reference(logits, s, u).tolist() == full
+    assert g.sample(logits, s, u).tolist() == full
     # with top_p = 1 the inverse CDF over unsorted probabilities follows the distribution
     many = mx.array(np.tile(np.log([0.1, 0.6, 0.3]), (3000, 1)).astype(np.float32))
-    draws = g.Engine._sample(many, SamplerSettings(temperature=1.0), np.random.default_rng(1).random(3000))
-    freq = np.bincount(np.array(draws.tolist()), minlength=3) / 3000
-    assert np.allclose(freq, [0.1, 0.6, 0.3], atol=0.03)
+    for fn in (g.sample_reference, g.sample):
+        draws = fn(many, SamplerSettings(temperature=1.0), np.random.default_rng(1).random(3000))
+        freq = np.bincount(np.array(draws.tolist()), minlength=3) / 3000
+        assert np.allclose(freq, [0.1, 0.6, 0.3], atol=0.03)
 
 
 def test_rows_from_different_prefixes_decode_together():

@@ -11,6 +11,14 @@ seen in the tests' tens of millions of values), ``2**ipart`` is built from its I
 NaN / overflow / underflow selects are MLX's. Other dtypes, devices and CPU types (ARM's NEON
 kernels are vectorised already) use ``mx.exp`` itself. Used by the shared-prefix attention
 (:mod:`lekutils.engine.models.shared_prefix`), whose softmax over the kernel prefix it speeds up.
+
+Where MLX's JIT compiles with hardware FMA (:mod:`lekutils.core.jit`), a compiled ``mx.exp`` is
+faster still (~0.8 ns per value, vectorised, against ~6 ns for the emulation and ~15 ns for
+``mx.exp``) and exact by construction (a correctly rounded fma either way), so :func:`exp_diff` and
+:func:`softmax` use it.
+:func:`softmax` is MLX's CPU softmax (``mlx/backend/cpu/softmax.cpp``) for float32 rows written as
+ops: max, ``exp(x - max)``, a sequential float32 sum (MLX's x86_64 reductions run one lane, as its
+softmax does), times ``1 / sum``; the same bits, 4x faster on the sampling step's vocabulary.
 """
 
 from __future__ import annotations
@@ -64,6 +72,19 @@ def _fast(x: Any) -> bool:
     return _X86 and x.dtype == mx.float32 and x.size > 0 and mx.default_device().type == mx.DeviceType.cpu
 
 
+@functools.cache
+def _native() -> tuple[Any, Any] | None:
+    """Compiled ``exp(a - b)`` and ``exp(a / t - b)`` when the JIT has hardware FMA, else None."""
+    import mlx.core as mx
+
+    from lekutils.core.jit import active
+
+    if not active():
+        return None
+    return (mx.compile(lambda a, b: mx.exp(a - b), shapeless=True),
+            mx.compile(lambda a, t, b: mx.exp(a / t - b), shapeless=True))
+
+
 def exp(x: Any) -> Any:
     """``mx.exp(x)``, bit for bit; the fast path for float32 on an x86_64 CPU."""
     import mlx.core as mx
@@ -73,3 +94,27 @@ def exp(x: Any) -> Any:
     poly, scale = _compiled()
     p, bits = poly(x)
     return scale(x, p, bits.view(mx.float32))
+
+
+def exp_diff(a: Any, b: Any) -> Any:
+    """``mx.exp(a - b)`` bit for bit (broadcasting as ``a - b`` does), on the fastest exact path."""
+    import mlx.core as mx
+
+    native = _native()
+    if native is not None and _fast(a) and b.dtype == mx.float32:
+        return native[0](a, b)
+    return exp(a - b)
+
+
+def softmax(x: Any, temperature: float = 1.0) -> Any:
+    """``mx.softmax(x / temperature, axis=-1)`` bit for bit for float32 on an x86_64 CPU (else MLX's)."""
+    import mlx.core as mx
+
+    t = mx.array(temperature, mx.float32)
+    if not _fast(x):
+        return mx.softmax(x / t if temperature != 1.0 else x, axis=-1)
+    y = x / t if temperature != 1.0 else x
+    m = mx.max(y, axis=-1, keepdims=True)
+    native = _native()
+    e = native[1](x, t, m) if native is not None else exp(y - m)
+    return e * (mx.array(1.0, mx.float32) / mx.sum(e, axis=-1, keepdims=True))

@@ -48,7 +48,6 @@ __all__ = ["Engine"]
 #: sliding-window layers share prefixes of at least this many tokens (a chat template's few header
 #: tokens are not worth it, and keeping them per row leaves those prompts' outputs exactly as before)
 _MIN_WINDOW_SHARE = 64
-_TOP_K = 1024  # candidates sorted for top-p (falls back to a full sort when their mass < top_p)
 _SENTINELS = ("A", "Z", "1", ".", "yes", "no", "the", "Hello")
 
 
@@ -117,7 +116,7 @@ class Engine:
         self.stats: dict[str, float] = {"prefix_prefills": 0, "prefix_hits": 0, "prefill_tokens": 0,
                                         "decode_tokens": 0, "prefill_s": 0.0, "decode_s": 0.0,
                                         "shared_prefix_batches": 0, "decode_steps": 0, "active_row_steps": 0,
-                                        "prefix_prefill_s": 0.0}
+                                        "prefix_prefill_s": 0.0, "sampling_fallbacks": 0}
         #: figures of the last :meth:`generate` call (see :meth:`_last_stats`)
         self.last_stats: dict[str, Any] = {}
 
@@ -214,36 +213,15 @@ class Engine:
         return entry
 
     # -- sampling -----------------------------------------------------------------------------
-    @staticmethod
-    def _sample(logits: Any, sampler: SamplerSettings, uniforms: np.ndarray) -> Any:
-        """Next token per row: argmax, or inverse-CDF sampling with the rows' own uniforms."""
-        import mlx.core as mx
+    def _sample(self, logits: Any, sampler: SamplerSettings, uniforms: np.ndarray | None) -> list[int]:
+        """Next token per row (:mod:`lekutils.engine.sampling`: the fast path, else the reference)."""
+        from lekutils.engine.sampling import sample, sample_reference
 
-        if sampler.temperature == 0:
-            return mx.argmax(logits, axis=-1)
-        probs = mx.softmax(logits.astype(mx.float32) / sampler.temperature, axis=-1)
-        order = None
-        if sampler.top_p < 1.0:
-            # The nucleus lies within the top-k tokens whenever their mass reaches top_p: then sort
-            # only those (exact, and far cheaper than sorting the vocabulary); else sort it all.
-            k = min(_TOP_K, probs.shape[-1])
-            top = mx.argpartition(-probs, k - 1, axis=-1)[:, :k]
-            if k < probs.shape[-1] and mx.all(mx.sum(mx.take_along_axis(probs, top, axis=-1), axis=-1)
-                                              >= sampler.top_p).item():
-                cand = mx.take_along_axis(probs, top, axis=-1)
-                sub = mx.argsort(-cand, axis=-1)
-                order = mx.take_along_axis(top, sub, axis=-1)
-            else:
-                order = mx.argsort(-probs, axis=-1)
-            probs = mx.take_along_axis(probs, order, axis=-1)
-            before = mx.cumsum(probs, axis=-1) - probs
-            probs = mx.where(before < sampler.top_p, probs, 0.0)
-        cdf = mx.cumsum(probs, axis=-1)
-        target = mx.array(uniforms.astype(np.float32))[:, None] * cdf[:, -1:]
-        idx = mx.minimum(mx.sum(cdf < target, axis=-1), probs.shape[-1] - 1)
-        if order is None:
-            return idx
-        return mx.take_along_axis(order, idx[:, None], axis=-1)[:, 0]
+        toks = sample(logits, sampler, uniforms)
+        if toks is None:
+            self.stats["sampling_fallbacks"] += 1
+            return sample_reference(logits, sampler, uniforms).tolist()
+        return toks.tolist()
 
     # -- decoding -----------------------------------------------------------------------------
     def _batch_cache(self, entries: list[_ReqCache]) -> list[Any]:
@@ -346,8 +324,7 @@ class Engine:
             assert x is not None
             logits = self.model(x[:, None], cache=batch)[:, -1, :]
             u = np.array([r.rng.random() for r in rows]) if sampler.temperature > 0 else None
-            nxt = self._sample(logits, sampler, u)
-            toks = nxt.tolist()
+            toks = self._sample(logits, sampler, u)
             keep: list[int] = []
             done: list[tuple[_Row, float]] = []
             for j, (r, t) in enumerate(zip(rows, toks, strict=True)):
@@ -374,10 +351,9 @@ class Engine:
                 if keep:
                     for c in batch:
                         c.filter(keep)
-                    nxt = nxt[mx.array(keep)]
                 else:
                     batch = []
-            x = nxt if rows else None
+            x = mx.array([toks[j] for j in keep]) if rows else None
             if len(rows) < self.batch_size:
                 admit(self.batch_size - len(rows))
         dt = time.perf_counter() - t0
@@ -430,7 +406,8 @@ class Engine:
         return {"batch_size": self.batch_size, "decode_steps": steps, "decode_tokens": int(d["decode_tokens"]),
                 "batch_occupancy": d["active_row_steps"] / (steps * self.batch_size) if steps else 0.0,
                 "decode_s": d["decode_s"], "prefill_tokens": int(d["prefill_tokens"]), "prefill_s": d["prefill_s"],
-                "prefix_prefill_s": d["prefix_prefill_s"], "peak_mem_gb": peak}
+                "prefix_prefill_s": d["prefix_prefill_s"], "sampling_fallbacks": int(d["sampling_fallbacks"]),
+                "peak_mem_gb": peak}
 
     def _generate(self, requests: Sequence[GenerationRequest], sampler: SamplerSettings,
                   progress: Callable[[int], None] | None, *, only: set[tuple[str, int]] | None,

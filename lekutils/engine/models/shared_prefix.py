@@ -81,7 +81,7 @@ class SharedPrefixCache:
         """Softmax attention of ``queries (B, Hq, 1, D)`` over prefix + row keys, merged exactly."""
         import mlx.core as mx
 
-        from lekutils.engine.fastexp import exp
+        from lekutils.engine.fastexp import exp_diff
 
         B, Hq, L, D = queries.shape
         if L != 1:
@@ -106,7 +106,7 @@ class SharedPrefixCache:
         mp = mx.max(sp, axis=-1, keepdims=True)
         if self.window is not None:  # a row whose window has left the prefix: keep exp() NaN-free
             mp = mx.maximum(mp, mx.array(-1e30, dtype=sp.dtype))
-        ep = exp(sp - mp)
+        ep = exp_diff(sp, mp)
         lp = mx.sum(ep, axis=-1, keepdims=True)
         op = ep @ self.prefix_values
 
@@ -121,11 +121,11 @@ class SharedPrefixCache:
             valid = valid & (mx.arange(R)[None, :] >= R - self.window)  # the current token is at R - 1
         sr = mx.where(valid[:, None, None, :], sr, mx.array(-mx.inf, dtype=sr.dtype))
         mr = mx.max(sr, axis=-1, keepdims=True)  # finite: the current token is always valid
-        er = exp(sr - mr)
+        er = exp_diff(sr, mr)
         lr = mx.sum(er, axis=-1, keepdims=True)
         orow = er @ values
         m = mx.maximum(mp, mr)
-        a, b = exp(mp - m), exp(mr - m)
+        a, b = exp_diff(mp, m), exp_diff(mr, m)
         out = (op * a + orow * b) / (lp * a + lr * b)
         return out.reshape(B, Hq, 1, Dv).astype(queries.dtype)
 
