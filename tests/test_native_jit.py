@@ -96,3 +96,20 @@ def test_turned_off_and_unsupported(monkeypatch):
     monkeypatch.delenv(jit.DISABLE)
     monkeypatch.setattr(jit, "_cpu_flags", lambda: {"sse2"})
     assert not jit.supported()
+
+
+def test_the_wrapper_adds_the_flags_to_mlx_builds_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    wrapper = jit._write_wrapper(jit._real_compiler()) / "g++"
+    src = tmp_path / "tmp" / "mlx" / "0.0.0" / "cpu" / "kernel.cpp"
+    src.parent.mkdir(parents=True)
+    src.write_text("int x;\n")
+    other = tmp_path / "ext.cpp"
+    other.write_text("int x;\n")
+
+    def macros(path: Path) -> str:
+        return subprocess.run([str(wrapper), "-std=c++17", "-E", "-dM", str(path)], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+
+    assert "__AVX2__" in macros(src) and "__FMA__" in macros(src)
+    assert "__AVX2__" not in macros(other)

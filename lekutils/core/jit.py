@@ -100,7 +100,10 @@ def mlx_cache_dir() -> Path | None:
 def _write_wrapper(compiler: str) -> Path:
     d = _wrapper_dir()
     d.mkdir(parents=True, exist_ok=True)
-    script = f'#!/bin/sh\nexec "{compiler}" {" ".join(FLAGS)} "$@"\n'
+    # only MLX's JIT builds (sources under <tmp>/mlx/<version>/cpu/) get the flags; anything else
+    # this process starts (a pip build in a notebook) compiles as it would without the wrapper
+    script = (f'#!/bin/sh\ncase "$*" in\n  */mlx/*/cpu/*) exec "{compiler}" {" ".join(FLAGS)} "$@" ;;\nesac\n'
+              f'exec "{compiler}" "$@"\n')
     dst = d / "g++"
     try:
         if dst.read_text() == script and os.access(dst, os.X_OK):

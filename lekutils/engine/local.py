@@ -385,16 +385,20 @@ class Engine:
         ``on_result`` receives each result as soon as its row finishes (rows of a batch finish at
         different steps), so a caller can store it before the batch is done.
         """
+        from lekutils.engine.models import fast_attention
+
         before = dict(self.stats)
         try:
-            return self._generate(requests, sampler, progress, only=only, on_result=on_result)
+            with fast_attention.active():
+                return self._generate(requests, sampler, progress, only=only, on_result=on_result)
         finally:
             self.last_stats = self._last_stats(before)
 
     def _last_stats(self, before: dict[str, float]) -> dict[str, Any]:
         """Figures of one :meth:`generate` call: ``batch_occupancy`` (mean over decode steps of active
         rows / ``batch_size``), decode/prefill steps, tokens and seconds, ``prefix_prefill_s`` (shared
-        prefixes prefilled, not found in the cache) and ``peak_mem_gb`` (MLX's peak since start)."""
+        prefixes prefilled, not found in the cache), ``sampling_fallbacks`` (steps the reference sampler
+        took, see :mod:`lekutils.engine.sampling`) and ``peak_mem_gb`` (MLX's peak since start)."""
         d = {k: self.stats[k] - before.get(k, 0) for k in self.stats}
         try:
             import mlx.core as mx

@@ -11,7 +11,9 @@ computed in two parts and merged exactly with their log-sum-exp:
 
 mlx-lm's model files call ``scaled_dot_product_attention(q, k, v, cache=, scale=, mask=)`` from
 their module namespace; :func:`install` wraps that name in the model's attention module(s) so a
-:class:`SharedPrefixCache` is routed here and every other cache goes to mlx-lm's function unchanged.
+:class:`SharedPrefixCache` is routed here; inside the engine's generation, other float32 CPU attention
+goes to :mod:`lekutils.engine.models.fast_attention` (MLX's fallback, same bits, faster softmax), and
+everything else to mlx-lm's function unchanged.
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ def install(model: Any) -> bool:
     Returns False if the model's attention does not call mlx-lm's ``scaled_dot_product_attention``
     by module-level name (then the engine falls back to per-row cache copies).
     """
+    from lekutils.engine.models import fast_attention
+
     modules = {type(m).__module__ for _, m in model.named_modules() if type(m).__name__ == "Attention"}
     ok = bool(modules)
     for name in modules:
@@ -151,6 +155,8 @@ def install(model: Any) -> bool:
                  mask: Any = None, sinks: Any = None, _orig: Any = orig) -> Any:
             if isinstance(cache, SharedPrefixCache) and sinks is None:
                 return cache.attend(queries, keys, values, scale)
+            if fast_attention.enabled() and fast_attention.applies(queries, keys, sinks, cache):
+                return fast_attention.sdpa(queries, keys, values, scale, mask)
             return _orig(queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks)
 
         setattr(sdpa, _PATCHED, True)
