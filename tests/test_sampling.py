@@ -68,6 +68,7 @@ def test_softmax_is_mlx_softmax_bit_for_bit():
         x = mx.array((rng.standard_normal((5, 49152)) * scale).astype(np.float32))
         want = np.array(mx.softmax(x / t if t != 1.0 else x, axis=-1)).view(np.int32)
         assert (np.array(fastexp.softmax(x, t)).view(np.int32) == want).all()
+        assert (fastexp.softmax_numpy(x, t).view(np.int32) == want).all()
         m = mx.max(x, axis=-1, keepdims=True)
         assert (np.array(fastexp.exp_diff(x, m)).view(np.int32) == np.array(mx.exp(x - m)).view(np.int32)).all()
 
@@ -89,3 +90,19 @@ def test_engine_counts_fallbacks_and_keeps_the_reference_tokens(monkeypatch):
     s = SamplerSettings(temperature=0.8, top_p=0.95)
     assert eng._sample(logits, s, u) == sample_reference(logits, s, u).tolist()
     assert calls and eng.stats["sampling_fallbacks"] == 1
+
+
+def test_rows_widen_their_candidates_as_far_as_they_need():
+    """Flat rows (a base model at T=0.8) need more than the top 1,024: the reference then sorts the
+    vocabulary of every row; here each such row widens its own candidates (x8) instead."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((6, 262144)) - 20).astype(np.float32)
+    x[0, rng.choice(262144, 4000, replace=False)] = rng.normal(0, 0.1, 4000)  # needs ~4,000 candidates
+    x[1, rng.choice(262144, 30000, replace=False)] = rng.normal(0, 0.1, 30000)  # needs more than 8,192
+    x[2:] = (rng.standard_normal((4, 262144)) * 4).astype(np.float32)  # peaked: the top 1,024 suffice
+    logits = mx.array(x)
+    s = SamplerSettings(temperature=0.8, top_p=0.95)
+    for seed in range(4):
+        u = np.random.default_rng(seed).random(6)
+        got = sample(logits, s, u)
+        assert got is not None and got.tolist() == sample_reference(logits, s, u).tolist()
