@@ -152,7 +152,7 @@ def test_run_executes_and_writes_manifest(profile, tmp_path):
     assert set(saved["git"]) == {"commit", "dirty", "branch"}
     for pkg in ("mlx", "mlx-lm", "papermill"):
         assert saved["packages"][pkg]
-    assert saved["blas"] and saved["python"] and saved["platform"]["machine"]
+    assert saved["blas"] and saved["python"] and saved["platform"]["machine"] and saved["mlx_jit_flags"]
     assert len(saved["inputs"][str(nb)]) == 64  # sha256 of the notebook
     assert len(saved["inputs"][str(root / "t" / "first.yaml")]) == 64
     seen = json.loads((out / "seen.json").read_text())

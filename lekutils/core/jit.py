@@ -187,3 +187,8 @@ def active() -> bool:
     """Whether this process compiles MLX kernels through the wrapper (``PATH`` starts with it)."""
     first = os.environ.get("PATH", "").split(os.pathsep)[0]
     return first == str(_wrapper_dir()) and (Path(first) / "g++").is_file()
+
+
+def describe() -> str:
+    """For run manifests: the flags MLX's CPU JIT gets in this process, or ``mlx default``."""
+    return " ".join(FLAGS) if active() else "mlx default"

@@ -92,6 +92,7 @@ def model_fingerprints(executions: Sequence[Execution]) -> dict[str, Any]:
 def build_manifest(profile: str, executions: Sequence[Execution], argv: Sequence[str]) -> dict[str, Any]:
     """The manifest written before anything executes."""
     from lekutils.core.blas import active_blas
+    from lekutils.core.jit import describe as jit_flags
 
     inputs: dict[str, str] = {}
     for ex in executions:
@@ -110,6 +111,7 @@ def build_manifest(profile: str, executions: Sequence[Execution], argv: Sequence
                      "cpu_count": os.cpu_count()},
         "mlx_device": str(mx.default_device()),
         "blas": active_blas(),
+        "mlx_jit_flags": jit_flags(),
         "packages": package_versions(),
         "models": model_fingerprints(executions),
         "inputs": inputs,
