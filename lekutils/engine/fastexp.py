@@ -100,43 +100,51 @@ def exp_diff(a: Any, b: Any) -> Any:
     """``mx.exp(a - b)`` bit for bit (broadcasting as ``a - b`` does), on the fastest exact path."""
     import mlx.core as mx
 
-    native = _native()
-    if native is not None and _fast(a) and b.dtype == mx.float32:
-        return native[0](a, b)
+    fused = _native()
+    if fused is not None and _fast(a) and b.dtype == mx.float32:
+        return fused[0](a, b)
     return exp(a - b)
+
+
+def native(x: Any) -> bool:
+    """Whether ``x`` takes the compiled hardware-fma path (float32 on an x86_64 CPU, native JIT)."""
+    return _native() is not None and _fast(x)
+
+
+def _exp_sum(x: Any, temperature: float) -> tuple[Any, Any]:
+    """``exp(x / t - max(x / t))`` and its row sums, as MLX's CPU softmax computes them.
+
+    The row maximum is taken before the division (``max(x) / t == max(x / t)``: dividing by t > 0
+    is monotone and correctly rounded); on the native path the division is fused into the ``exp``.
+    """
+    import mlx.core as mx
+
+    t = mx.array(temperature, mx.float32)
+    m = mx.max(x, axis=-1, keepdims=True)
+    if temperature != 1.0:
+        m = m / t
+    fused = _native()
+    e = fused[1](x, t, m) if fused is not None else exp((x / t if temperature != 1.0 else x) - m)
+    return e, mx.sum(e, axis=-1, keepdims=True)
 
 
 def softmax(x: Any, temperature: float = 1.0) -> Any:
     """``mx.softmax(x / temperature, axis=-1)`` bit for bit for float32 on an x86_64 CPU (else MLX's)."""
     import mlx.core as mx
 
-    t = mx.array(temperature, mx.float32)
     if not _fast(x):
-        return mx.softmax(x / t if temperature != 1.0 else x, axis=-1)
-    y = x / t if temperature != 1.0 else x
-    m = mx.max(y, axis=-1, keepdims=True)
-    native = _native()
-    e = native[1](x, t, m) if native is not None else exp(y - m)
-    return e * (mx.array(1.0, mx.float32) / mx.sum(e, axis=-1, keepdims=True))
+        return mx.softmax(x / temperature if temperature != 1.0 else x, axis=-1)
+    e, s = _exp_sum(x, temperature)
+    return e * (mx.array(1.0, mx.float32) / s)
 
 
 def softmax_numpy(x: Any, temperature: float = 1.0) -> np.ndarray:
-    """:func:`softmax` as a float32 NumPy array, same bits, with two passes fewer.
-
-    The row maximum is taken before the division (``max(x) / t == max(x / t)``: dividing by t > 0
-    is monotone and correctly rounded), the division is fused into the compiled ``exp``, and the
-    normalising multiply (float32, as MLX's) runs in NumPy.
-    """
+    """:func:`softmax` as a float32 NumPy array, same bits; the normalising multiply (float32, as
+    MLX's) runs in NumPy, a pass fewer in MLX."""
     import mlx.core as mx
 
-    native = _native()
-    if native is None or not _fast(x):
+    if not _fast(x):
         return np.array(softmax(x, temperature))
-    t = mx.array(temperature, mx.float32)
-    m = mx.max(x, axis=-1, keepdims=True)
-    if temperature != 1.0:
-        m = m / t
-    e = native[1](x, t, m)
-    s = mx.sum(e, axis=-1, keepdims=True)
+    e, s = _exp_sum(x, temperature)
     mx.eval(e, s)
     return np.asarray(e) * (np.float32(1.0) / np.asarray(s))

@@ -43,10 +43,10 @@ def applies(queries: Any, keys: Any, sinks: Any, cache: Any) -> bool:
     """Float32 on an x86_64 CPU with the native JIT, no attention sinks, no quantized cache."""
     import mlx.core as mx
 
-    from lekutils.engine.fastexp import _fast, _native
+    from lekutils.engine.fastexp import native
 
     return (sinks is None and not hasattr(cache, "bits") and queries.dtype == mx.float32
-            and keys.dtype == mx.float32 and _fast(queries) and _native() is not None)
+            and keys.dtype == mx.float32 and native(queries))
 
 
 def sdpa(queries: Any, keys: Any, values: Any, scale: float, mask: Any) -> Any:
